@@ -1,0 +1,167 @@
+//! The in-repo HTTP/2 gRPC echo backend.
+//!
+//! It runs as a *child process* of the bench binary (the binary re-executes
+//! itself with [`ROLE_ENV`] set), so that its CPU time is neither mixed with
+//! the load generator's nor with Strait's, and it is scheduled as a separate
+//! process exactly like a real upstream would be. Its own CPU time is sampled
+//! through `/proc/<pid>/stat` and reported next to the load generator's, which
+//! tells whether a "direct" figure is limited by the backend.
+//!
+//! Behaviour: serves any `:path` over h2c (prior knowledge). For every request
+//! stream it immediately sends `:status 200`, `content-type:
+//! application/grpc`, then echoes each request DATA chunk back as it arrives
+//! and, when the request body ends, sends trailers `grpc-status: 0`. Echoing
+//! the DATA bytes verbatim echoes every gRPC length-prefixed message exactly
+//! (same framing, same bytes) without re-buffering, so a unary call gets one
+//! message + trailers and a bidi stream gets each message back as soon as it
+//! has been received. No per-message parsing keeps the backend as cheap as
+//! possible, so that it is not the bottleneck of the direct runs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::h2cfg;
+
+/// Environment variable that turns the bench binary into the echo backend.
+pub const ROLE_ENV: &str = "STRAIT_BENCH_RELAY_ROLE";
+const THREADS_ENV: &str = "STRAIT_BENCH_RELAY_ECHO_THREADS";
+
+/// A running echo backend child process.
+pub struct EchoProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl EchoProcess {
+    /// Re-executes the current binary as the echo backend and waits for it to
+    /// report its listening port on stdout.
+    pub fn spawn(threads: usize) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut child = Command::new(exe)
+            .env(ROLE_ENV, "echo")
+            .env(THREADS_ENV, threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawning echo backend: {e}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("reading echo backend port: {e}"))?;
+        let port: u16 = match line.trim().parse() {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("echo backend did not report a port: {line:?}"));
+            }
+        };
+        Ok(Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Entry point of the echo backend child process.
+pub fn child_main() {
+    let threads: usize = std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    // Exit when the parent goes away (its end of our stdin closes), so a
+    // killed or panicking bench never leaves a stray backend behind.
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("echo")
+        .enable_all()
+        .build()
+        .expect("echo runtime");
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("echo bind");
+        let port = listener.local_addr().expect("echo local_addr").port();
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{port}").expect("echo: write port");
+            out.flush().expect("echo: flush port");
+        }
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            tokio::spawn(serve_connection(sock));
+        }
+    });
+}
+
+async fn serve_connection(sock: TcpStream) {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(h2cfg::STREAM_WINDOW)
+        .initial_connection_window_size(h2cfg::CONNECTION_WINDOW)
+        .max_frame_size(h2cfg::MAX_FRAME_SIZE)
+        .max_concurrent_streams(h2cfg::MAX_CONCURRENT_STREAMS);
+    let Ok(mut conn) = builder.handshake::<_, Bytes>(sock).await else {
+        return;
+    };
+    while let Some(accepted) = conn.accept().await {
+        let Ok((request, respond)) = accepted else {
+            return;
+        };
+        tokio::spawn(echo_stream(request, respond));
+    }
+}
+
+async fn echo_stream(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    let mut body = request.into_body();
+    let mut response = Response::new(());
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    let Ok(mut send) = respond.send_response(response, false) else {
+        return;
+    };
+    while let Some(chunk) = body.data().await {
+        let Ok(chunk) = chunk else {
+            // Client reset / connection error: nothing to answer.
+            return;
+        };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        // Unbounded h2 send buffering is fine: every client keeps at most
+        // one message per stream in flight.
+        if send.send_data(chunk, false).is_err() {
+            return;
+        }
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let _ = send.send_trailers(trailers);
+}
