@@ -419,7 +419,23 @@ fn git_describe() -> Option<String> {
         .output()
         .ok()?;
     let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (!s.is_empty()).then_some(s)
+    if s.is_empty() {
+        return None;
+    }
+    // Uncommitted changes in the proxy's sources make the commit id a lie.
+    let dirty = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "status",
+            "--porcelain",
+            "--",
+        ])
+        .args(["src", "Cargo.toml", "Cargo.lock"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    Some(if dirty { format!("{s}-dirty") } else { s })
 }
 
 type Row<'a> = (
