@@ -1,0 +1,679 @@
+//! Configuration: TOML parsed with serde (unknown keys rejected), then `validate()` which reports every
+//! problem at once, each with the key path it concerns.
+//!
+//! Parsing stops at the first syntax or type error (serde cannot go on past it); semantic checks
+//! (addresses, names, references, TLS material, limits) all run and are reported together.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::transport::tls;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Tokio worker threads; 0 = one per CPU core.
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `strait=debug,h2=warn`; `RUST_LOG` overrides it.
+    #[serde(default = "LogConfig::default_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    fn default_level() -> String {
+        "info".to_owned()
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: Self::default_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP/1.1 listener (/livez, /readyz, /metrics).
+    #[serde(default = "AdminConfig::default_listen")]
+    pub listen: String,
+}
+
+impl AdminConfig {
+    fn default_listen() -> String {
+        "127.0.0.1:9464".to_owned()
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Self::default_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight calls may run after SIGTERM/SIGINT before they are cut.
+    #[serde(default = "ShutdownConfig::default_grace", with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl ShutdownConfig {
+    fn default_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Self::default_grace(),
+        }
+    }
+}
+
+/// TLS for a listener. `client_ca` set means clients must present a certificate it verifies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS towards an upstream. Without `ca` the system's trust store is used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// SNI and certificate name to expect; defaults to the host part of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `host:port` of the upstream gRPC server.
+    pub address: String,
+    #[serde(default)]
+    pub tls: Option<ClientTlsConfig>,
+    /// `:authority` sent upstream; defaults to `address` (or `server_name:port` with TLS).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// HTTP/2 connections kept open to the upstream; calls are spread over them.
+    #[serde(default = "UpstreamConfig::default_connections")]
+    pub connections: usize,
+    #[serde(
+        default = "UpstreamConfig::default_connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// First delay before reconnecting; doubles (with jitter) up to `backoff_max`.
+    #[serde(
+        default = "UpstreamConfig::default_backoff_initial",
+        with = "humantime_serde"
+    )]
+    pub backoff_initial: Duration,
+    #[serde(
+        default = "UpstreamConfig::default_backoff_max",
+        with = "humantime_serde"
+    )]
+    pub backoff_max: Duration,
+    /// HTTP/2 PING interval on idle-looking connections; a missed pong closes the connection.
+    #[serde(
+        default = "UpstreamConfig::default_keepalive",
+        with = "humantime_serde"
+    )]
+    pub keepalive_interval: Duration,
+    #[serde(
+        default = "UpstreamConfig::default_keepalive_timeout",
+        with = "humantime_serde"
+    )]
+    pub keepalive_timeout: Duration,
+}
+
+impl UpstreamConfig {
+    fn default_connections() -> usize {
+        1
+    }
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_backoff_initial() -> Duration {
+        Duration::from_millis(100)
+    }
+    fn default_backoff_max() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_keepalive() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_keepalive_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    /// `ip:port` to accept HTTP/2 (h2c with prior knowledge, or TLS with ALPN h2) on.
+    pub listen: String,
+    /// Name of the `[[upstream]]` calls are relayed to.
+    pub upstream: String,
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+/// Bounds applied to every connection and call of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Open client connections; further ones are accepted and closed at once.
+    #[serde(default = "ListenerLimits::default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent calls per client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[serde(default = "ListenerLimits::default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Largest gRPC message, each way; larger ones fail the call with RESOURCE_EXHAUSTED.
+    #[serde(default = "ListenerLimits::default_max_message_bytes")]
+    pub max_message_bytes: u32,
+    /// Largest header list (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
+    #[serde(default = "ListenerLimits::default_max_header_list_bytes")]
+    pub max_header_list_bytes: u32,
+    /// HTTP/2 flow-control window per stream: bytes in flight before the sender must wait.
+    #[serde(default = "ListenerLimits::default_stream_window")]
+    pub stream_window_bytes: u32,
+    /// HTTP/2 flow-control window per connection.
+    #[serde(default = "ListenerLimits::default_connection_window")]
+    pub connection_window_bytes: u32,
+    /// TLS handshake and HTTP/2 preface must complete within this.
+    #[serde(
+        default = "ListenerLimits::default_handshake_timeout",
+        with = "humantime_serde"
+    )]
+    pub handshake_timeout: Duration,
+    /// A connection with no call open for this long is closed with GOAWAY.
+    #[serde(
+        default = "ListenerLimits::default_idle_timeout",
+        with = "humantime_serde"
+    )]
+    pub idle_timeout: Duration,
+    /// Upper bound on any call's duration. Unset (the default) = only the call's own `grpc-timeout`;
+    /// when set, a call's own longer timeout still wins, so Temporal long polls are never cut short.
+    #[serde(default, with = "humantime_serde")]
+    pub max_call_duration: Option<Duration>,
+}
+
+impl ListenerLimits {
+    fn default_max_connections() -> usize {
+        10_000
+    }
+    fn default_max_concurrent_streams() -> u32 {
+        1_000
+    }
+    fn default_max_message_bytes() -> u32 {
+        128 * 1024 * 1024
+    }
+    fn default_max_header_list_bytes() -> u32 {
+        64 * 1024
+    }
+    fn default_stream_window() -> u32 {
+        1024 * 1024
+    }
+    fn default_connection_window() -> u32 {
+        8 * 1024 * 1024
+    }
+    fn default_handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_idle_timeout() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: Self::default_max_connections(),
+            max_concurrent_streams: Self::default_max_concurrent_streams(),
+            max_message_bytes: Self::default_max_message_bytes(),
+            max_header_list_bytes: Self::default_max_header_list_bytes(),
+            stream_window_bytes: Self::default_stream_window(),
+            connection_window_bytes: Self::default_connection_window(),
+            handshake_timeout: Self::default_handshake_timeout(),
+            idle_timeout: Self::default_idle_timeout(),
+            max_call_duration: None,
+        }
+    }
+}
+
+/// One problem found in a configuration, with the key it concerns (`listener[0].upstream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration was refused: every problem found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", format_problems(.problems))]
+    Invalid { problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems } => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    let mut out = format!("{} problem(s) in the configuration:", problems.len());
+    for problem in problems {
+        out.push_str("\n  - ");
+        out.push_str(&problem.to_string());
+    }
+    out
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let key = if key == "." { "(file)".to_owned() } else { key };
+            // toml's message carries line/column and a snippet; keep its first line plus the cause.
+            let message = err.into_inner().message().trim().to_owned();
+            ConfigError::Invalid {
+                problems: vec![Problem { key, message }],
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot: addresses, names, references, limits and TLS material.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut report = |key: String, message: String| problems.push(Problem { key, message });
+        let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+
+        if self.runtime.worker_threads > 1024 {
+            report(
+                "runtime.worker_threads".into(),
+                "must be at most 1024 (0 = one per core)".into(),
+            );
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            report(
+                "log.level".into(),
+                format!("invalid filter {:?}: {err}", self.log.level),
+            );
+        }
+        match self.admin.listen.parse::<SocketAddr>() {
+            Ok(addr) => bound.push((addr, "admin.listen".into())),
+            Err(_) => report(
+                "admin.listen".into(),
+                format!("{:?} is not an ip:port address", self.admin.listen),
+            ),
+        }
+        if self.shutdown.grace > Duration::from_secs(24 * 3600) {
+            report("shutdown.grace".into(), "must be at most 24h".into());
+        }
+
+        let mut upstream_names = HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            let key = |field: &str| format!("upstream[{i}].{field}");
+            check_name(
+                &upstream.name,
+                &key("name"),
+                &mut upstream_names,
+                &mut report,
+            );
+            if let Err(message) = crate::transport::connect::split_host_port(&upstream.address) {
+                report(key("address"), message);
+            }
+            if !(1..=64).contains(&upstream.connections) {
+                report(key("connections"), "must be between 1 and 64".into());
+            }
+            if upstream.connect_timeout.is_zero() {
+                report(key("connect_timeout"), "must be greater than zero".into());
+            }
+            if upstream.backoff_initial.is_zero() {
+                report(key("backoff_initial"), "must be greater than zero".into());
+            }
+            if upstream.backoff_max < upstream.backoff_initial {
+                report(
+                    key("backoff_max"),
+                    "must not be less than backoff_initial".into(),
+                );
+            }
+            if upstream.keepalive_interval.is_zero() || upstream.keepalive_timeout.is_zero() {
+                report(
+                    key("keepalive_interval"),
+                    "keepalive interval and timeout must be greater than zero".into(),
+                );
+            }
+            if let Some(authority) = &upstream.authority {
+                if authority.parse::<http::uri::Authority>().is_err() {
+                    report(
+                        key("authority"),
+                        format!("{authority:?} is not a valid HTTP authority"),
+                    );
+                }
+            }
+            if let Some(tls_config) = &upstream.tls {
+                if let Err(err) = tls::client_config(tls_config) {
+                    report(key(&format!("tls.{}", err.key())), err.to_string());
+                }
+                if let Err(message) = crate::transport::connect::server_name(upstream) {
+                    report(key("tls.server_name"), message);
+                }
+            }
+        }
+
+        if self.listeners.is_empty() {
+            report(
+                "listener".into(),
+                "at least one [[listener]] is required".into(),
+            );
+        }
+        let mut listener_names = HashSet::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let key = |field: &str| format!("listener[{i}].{field}");
+            check_name(
+                &listener.name,
+                &key("name"),
+                &mut listener_names,
+                &mut report,
+            );
+            match listener.listen.parse::<SocketAddr>() {
+                Ok(addr) => bound.push((addr, key("listen"))),
+                Err(_) => report(
+                    key("listen"),
+                    format!("{:?} is not an ip:port address", listener.listen),
+                ),
+            }
+            if !upstream_names.contains(listener.upstream.as_str()) {
+                report(
+                    key("upstream"),
+                    format!("no [[upstream]] is named {:?}", listener.upstream),
+                );
+            }
+            if let Some(tls_config) = &listener.tls {
+                if let Err(err) = tls::server_config(tls_config) {
+                    report(key(&format!("tls.{}", err.key())), err.to_string());
+                }
+            }
+            let limits = &listener.limits;
+            if limits.max_connections == 0 {
+                report(key("limits.max_connections"), "must be at least 1".into());
+            }
+            if limits.max_concurrent_streams == 0 {
+                report(
+                    key("limits.max_concurrent_streams"),
+                    "must be at least 1".into(),
+                );
+            }
+            if limits.max_message_bytes == 0 {
+                report(key("limits.max_message_bytes"), "must be at least 1".into());
+            }
+            if limits.max_header_list_bytes < 1024 {
+                report(
+                    key("limits.max_header_list_bytes"),
+                    "must be at least 1024".into(),
+                );
+            }
+            // HTTP/2 windows: at least the protocol default, at most 2^31-1 (RFC 9113 §6.9.1).
+            for (field, value) in [
+                ("limits.stream_window_bytes", limits.stream_window_bytes),
+                (
+                    "limits.connection_window_bytes",
+                    limits.connection_window_bytes,
+                ),
+            ] {
+                if !(65_535..=0x7fff_ffff).contains(&value) {
+                    report(key(field), "must be between 65535 and 2147483647".into());
+                }
+            }
+            if limits.handshake_timeout.is_zero() {
+                report(
+                    key("limits.handshake_timeout"),
+                    "must be greater than zero".into(),
+                );
+            }
+            if limits.idle_timeout.is_zero() {
+                report(
+                    key("limits.idle_timeout"),
+                    "must be greater than zero".into(),
+                );
+            }
+            if limits.max_call_duration.is_some_and(|d| d.is_zero()) {
+                report(
+                    key("limits.max_call_duration"),
+                    "must be greater than zero when set".into(),
+                );
+            }
+        }
+
+        // Two sockets on one address cannot both bind (port 0 excepted: the OS picks).
+        for (i, (addr, key)) in bound.iter().enumerate() {
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some((_, first)) = bound[..i].iter().find(|(other, _)| other == addr) {
+                report(key.clone(), format!("{addr} is already used by {first}"));
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+fn check_name(
+    name: &str,
+    key: &str,
+    seen: &mut HashSet<String>,
+    report: &mut impl FnMut(String, String),
+) {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !valid {
+        report(
+            key.to_owned(),
+            format!("{name:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"),
+        );
+    }
+    if !seen.insert(name.to_owned()) {
+        report(key.to_owned(), format!("the name {name:?} is used twice"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [admin]
+        listen = "127.0.0.1:9464"
+        [[upstream]]
+        name = "temporal"
+        address = "127.0.0.1:7233"
+        [[listener]]
+        name = "clients"
+        listen = "127.0.0.1:7234"
+        upstream = "temporal"
+    "#;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(
+            config.listeners[0].limits.max_message_bytes,
+            128 * 1024 * 1024
+        );
+        assert_eq!(config.upstreams[0].connections, 1);
+        assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+        assert!(config.listeners[0].limits.max_call_duration.is_none());
+    }
+
+    #[test]
+    fn shipped_relay_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/relay.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.listeners[0].listen, "127.0.0.1:7234");
+        assert_eq!(config.upstreams[0].address, "127.0.0.1:7233");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse(&format!("{MINIMAL}\nbogus = 1\n")).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("bogus"), "{problems:?}");
+    }
+
+    #[test]
+    fn unknown_nested_key_names_its_path() {
+        let text = MINIMAL.replace(
+            "upstream = \"temporal\"",
+            "upstream = \"temporal\"\nlimits = { bogus = 1 }",
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.problems()[0].key, "listener[0].limits.bogus", "{err}");
+        assert!(err.to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn bad_duration_names_its_key() {
+        let text = format!("{MINIMAL}\n[shutdown]\ngrace = \"soon\"\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.problems()[0].key, "shutdown.grace", "{err}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = r#"
+            [admin]
+            listen = "nowhere"
+            [[upstream]]
+            name = "up"
+            address = "no-port"
+            connections = 0
+            [[listener]]
+            name = "a"
+            listen = "127.0.0.1:7000"
+            upstream = "missing"
+            [[listener]]
+            name = "a"
+            listen = "127.0.0.1:7000"
+            upstream = "up"
+            tls = { cert = "/nonexistent/cert.pem", key = "/nonexistent/key.pem" }
+        "#;
+        let err = Config::parse(text).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "admin.listen",
+            "upstream[0].address",
+            "upstream[0].connections",
+            "listener[0].upstream",
+            "listener[1].name",
+            "listener[1].listen",
+            "listener[1].tls.cert",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+        }
+    }
+}

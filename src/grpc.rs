@@ -1,0 +1,7 @@
+//! gRPC on top of HTTP/2: message framing (`frame`), status codes and trailers (`status`), the
+//! `grpc-timeout` header (`timeout`) and method paths (`method`).
+
+pub mod frame;
+pub mod method;
+pub mod status;
+pub mod timeout;

@@ -1,0 +1,258 @@
+//! # Strait: a byte-level HTTP/2 gRPC proxy for Temporal
+//!
+//! ## Data path
+//! ```text
+//! client ──h2c/TLS──▶ transport::listen ─▶ relay::server (HTTP/2 connection, one task per call)
+//!                                             │
+//!                         relay::call ◀───────┘  headers (hop-by-hop dropped, :authority set)
+//!                           │  relay::pump: DATA → grpc::frame (5-byte prefixes, size limit) → DATA
+//!                           ▼
+//!                relay::upstream (pool of HTTP/2 connections) ─▶ transport::connect ──TCP/TLS──▶ Temporal
+//! ```
+//! No generated stubs: a call is routed by its `:path` and its messages are framed, never decoded, so
+//! RPCs this build has never heard of pass through like any other.
+//!
+//! ## Layout
+//! - `config`: the TOML schema, defaults and `validate()` (every problem, with its key).
+//! - `transport`: accepting (`listen`), dialing (`connect`) and rustls settings (`tls`).
+//! - `relay`: the HTTP/2 relay: `server`, `call`, `pump` (flow control), `upstream` (pool).
+//! - `grpc`: message framing, status codes and trailers, `grpc-timeout`, method paths.
+//! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names, logs.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod grpc;
+pub mod metrics;
+pub mod relay;
+pub mod telemetry;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::Readiness;
+use crate::config::Config;
+use crate::grpc::method::MethodLabeler;
+use crate::relay::server::{serve_listener, Lifecycle};
+use crate::relay::upstream::UpstreamPool;
+use crate::relay::ListenerContext;
+use crate::transport::connect::ConnectError;
+use crate::transport::listen::{ListenError, Listener};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {name:?}: {source}")]
+    Listener { name: String, source: ListenError },
+    #[error("admin listener {address}: {source}")]
+    Admin {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("upstream {name:?}: {source}")]
+    Upstream { name: String, source: ConnectError },
+    #[error("listener {listener:?} names unknown upstream {upstream:?}")]
+    UnknownUpstream { listener: String, upstream: String },
+}
+
+/// A started proxy: its bound addresses and the handles to stop it.
+pub struct Running {
+    listeners: HashMap<String, SocketAddr>,
+    admin: SocketAddr,
+    grace: Duration,
+    lifecycle: Lifecycle,
+    connections: TaskTracker,
+    background: TaskTracker,
+    stop_background: CancellationToken,
+    readiness: Arc<Readiness>,
+}
+
+impl Running {
+    /// The address a listener is bound to (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.get(name).copied()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// True once listeners are bound and every upstream has a connection.
+    pub fn is_ready(&self) -> bool {
+        self.readiness.check().is_ok()
+    }
+
+    /// Stops accepting, sends GOAWAY on every connection, waits for in-flight calls up to the grace
+    /// period, then drops whatever is left. Returns true when every call finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.readiness.draining.store(true, Ordering::Release);
+        self.lifecycle.drain.cancel();
+        self.connections.close();
+        let drained = tokio::time::timeout(self.grace, self.connections.wait())
+            .await
+            .is_ok();
+        if drained {
+            info!("all calls drained");
+        } else {
+            warn!(grace = ?self.grace, "grace period over; cutting remaining calls");
+            self.lifecycle.abort.cancel();
+            // Connections close at once on abort; bound the wait all the same.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.wait()).await;
+        }
+        self.stop_background.cancel();
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
+        drained
+    }
+}
+
+/// Binds every listener and the admin port, starts the upstream pools, and serves until `shutdown`.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let prometheus = metrics::install();
+    let lifecycle = Lifecycle {
+        drain: CancellationToken::new(),
+        abort: CancellationToken::new(),
+    };
+    let stop_background = CancellationToken::new();
+    let background = TaskTracker::new();
+    let connections = TaskTracker::new();
+
+    // Bind everything first so that a busy port fails the start before any traffic is accepted.
+    let mut bound = Vec::new();
+    for listener_config in &config.listeners {
+        let listener = Listener::bind(&listener_config.listen, listener_config.tls.as_ref())
+            .await
+            .map_err(|source| StartError::Listener {
+                name: listener_config.name.clone(),
+                source,
+            })?;
+        bound.push((listener_config, listener));
+    }
+    let admin_listener = tokio::net::TcpListener::bind(&config.admin.listen)
+        .await
+        .map_err(|source| StartError::Admin {
+            address: config.admin.listen.clone(),
+            source,
+        })?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Admin {
+            address: config.admin.listen.clone(),
+            source,
+        })?;
+
+    let mut pools: HashMap<&str, Arc<UpstreamPool>> = HashMap::new();
+    for upstream in &config.upstreams {
+        let pool = UpstreamPool::start(upstream, stop_background.clone(), &background).map_err(
+            |source| StartError::Upstream {
+                name: upstream.name.clone(),
+                source,
+            },
+        )?;
+        pools.insert(upstream.name.as_str(), pool);
+    }
+
+    let readiness = Arc::new(Readiness {
+        listeners_bound: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        upstreams: pools.values().cloned().collect(),
+    });
+    if let Some(handle) = prometheus.clone() {
+        let stop = stop_background.clone();
+        background.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                () = metrics::upkeep(handle) => {}
+            }
+        });
+    }
+    background.spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&readiness),
+        prometheus,
+        stop_background.clone(),
+    ));
+
+    let labeler = Arc::new(MethodLabeler::default());
+    let mut listeners = HashMap::new();
+    for (listener_config, listener) in bound {
+        let Some(pool) = pools.get(listener_config.upstream.as_str()) else {
+            return Err(StartError::UnknownUpstream {
+                listener: listener_config.name.clone(),
+                upstream: listener_config.upstream.clone(),
+            });
+        };
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartError::Listener {
+                name: listener_config.name.clone(),
+                source: ListenError::Bind {
+                    address: listener_config.listen.clone(),
+                    source,
+                },
+            })?;
+        info!(listener = %listener_config.name, %address, upstream = %pool.name(), tls = listener_config.tls.is_some(), "listening");
+        listeners.insert(listener_config.name.clone(), address);
+        let ctx = Arc::new(ListenerContext {
+            name: Arc::from(listener_config.name.as_str()),
+            upstream: Arc::clone(pool),
+            limits: listener_config.limits.clone(),
+            metrics: metrics::ListenerMetrics::new(&listener_config.name),
+            labeler: Arc::clone(&labeler),
+        });
+        connections.spawn(serve_listener(
+            listener,
+            ctx,
+            lifecycle.clone(),
+            connections.clone(),
+        ));
+    }
+    readiness.listeners_bound.store(true, Ordering::Release);
+    info!(%admin, "admin listening");
+
+    Ok(Running {
+        listeners,
+        admin,
+        grace: config.shutdown.grace,
+        lifecycle,
+        connections,
+        background,
+        stop_background,
+        readiness,
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received; draining"),
+                    _ = int.recv() => info!("SIGINT received; draining"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

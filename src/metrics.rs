@@ -1,0 +1,250 @@
+//! Every metric name in one place, the Prometheus recorder, and cached handles so the hot path does no
+//! registry lookups. Names follow `strait_<noun>_<unit>[_total]`; label values come from small fixed
+//! sets (listener and upstream names from the config, bounded method labels, gRPC code names).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::grpc::method::MethodLabels;
+use crate::grpc::status::Code;
+
+/// Calls finished, by listener, service, method and gRPC code.
+pub const CALLS_TOTAL: &str = "strait_calls_total";
+/// Calls being relayed now, by listener.
+pub const CALLS_IN_FLIGHT: &str = "strait_calls_in_flight";
+/// Call duration from request headers to end of response, by listener, service, method.
+pub const CALL_DURATION_SECONDS: &str = "strait_call_duration_seconds";
+/// gRPC message bytes relayed (prefixes included), by listener and direction (request|response).
+pub const MESSAGE_BYTES_TOTAL: &str = "strait_message_bytes_total";
+/// gRPC messages relayed, by listener and direction.
+pub const MESSAGES_TOTAL: &str = "strait_messages_total";
+/// Client connections accepted, by listener.
+pub const CONNECTIONS_TOTAL: &str = "strait_connections_total";
+/// Client connections open now, by listener.
+pub const CONNECTIONS_OPEN: &str = "strait_connections_open";
+/// Client connections refused, by listener and reason (limit|handshake|http2).
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "strait_connections_refused_total";
+/// Calls failed by the proxy itself, by listener and reason (see `RelayErrorKind`).
+pub const RELAY_ERRORS_TOTAL: &str = "strait_relay_errors_total";
+/// Upstream HTTP/2 connections up now, by upstream.
+pub const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
+/// Failed upstream connection attempts, by upstream.
+pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "strait_upstream_connect_errors_total";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 90.0, 180.0, 600.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once per process and returns its handle (shared by every
+/// proxy started in this process, e.g. in tests). `None` if another recorder was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(CALL_DURATION_SECONDS.to_owned()),
+                    DURATION_BUCKETS,
+                )
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Histogram samples wait in the recorder until rendered; drain them periodically so memory stays
+/// bounded even when nobody scrapes /metrics.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(CALLS_TOTAL, "Calls finished, by gRPC status code");
+    describe_gauge!(CALLS_IN_FLIGHT, "Calls being relayed");
+    describe_histogram!(CALL_DURATION_SECONDS, Unit::Seconds, "Call duration");
+    describe_counter!(
+        MESSAGE_BYTES_TOTAL,
+        Unit::Bytes,
+        "gRPC message bytes relayed"
+    );
+    describe_counter!(MESSAGES_TOTAL, "gRPC messages relayed");
+    describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted");
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
+    describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Client connections refused");
+    describe_counter!(RELAY_ERRORS_TOTAL, "Calls failed by the proxy");
+    describe_gauge!(UPSTREAM_CONNECTIONS_OPEN, "Upstream HTTP/2 connections up");
+    describe_counter!(
+        UPSTREAM_CONNECT_ERRORS_TOTAL,
+        "Failed upstream connection attempts"
+    );
+}
+
+/// Why the proxy itself failed a call: the `reason` label of `strait_relay_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayErrorKind {
+    UpstreamUnavailable,
+    UpstreamFailed,
+    MessageTooLarge,
+    MalformedFrame,
+    DeadlineExceeded,
+    NotGrpc,
+}
+
+impl RelayErrorKind {
+    const ALL: [RelayErrorKind; 6] = [
+        RelayErrorKind::UpstreamUnavailable,
+        RelayErrorKind::UpstreamFailed,
+        RelayErrorKind::MessageTooLarge,
+        RelayErrorKind::MalformedFrame,
+        RelayErrorKind::DeadlineExceeded,
+        RelayErrorKind::NotGrpc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            RelayErrorKind::UpstreamFailed => "upstream_failed",
+            RelayErrorKind::MessageTooLarge => "message_too_large",
+            RelayErrorKind::MalformedFrame => "malformed_frame",
+            RelayErrorKind::DeadlineExceeded => "deadline_exceeded",
+            RelayErrorKind::NotGrpc => "not_grpc",
+        }
+    }
+}
+
+/// Refusal reasons for `strait_connections_refused_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum RefusalKind {
+    Limit,
+    Handshake,
+    Http2,
+}
+
+impl RefusalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::Limit => "limit",
+            RefusalKind::Handshake => "handshake",
+            RefusalKind::Http2 => "http2",
+        }
+    }
+}
+
+/// (service, method) labels of a cached `MethodMetrics`.
+type MethodKey = (&'static str, Arc<str>);
+
+/// Handles for one listener, created once.
+pub struct ListenerMetrics {
+    name: Arc<str>,
+    pub in_flight: Gauge,
+    pub request_bytes: Counter,
+    pub response_bytes: Counter,
+    pub request_messages: Counter,
+    pub response_messages: Counter,
+    pub connections_total: Counter,
+    pub connections_open: Gauge,
+    errors: [Counter; 6],
+    methods: Mutex<HashMap<MethodKey, Arc<MethodMetrics>>>,
+}
+
+impl ListenerMetrics {
+    pub fn new(listener: &str) -> Self {
+        let name: Arc<str> = Arc::from(listener);
+        let l = name.to_string();
+        let direction = |d: &'static str| [("listener", l.clone()), ("direction", d.to_owned())];
+        Self {
+            in_flight: gauge!(CALLS_IN_FLIGHT, "listener" => l.clone()),
+            request_bytes: counter!(MESSAGE_BYTES_TOTAL, &direction("request")),
+            response_bytes: counter!(MESSAGE_BYTES_TOTAL, &direction("response")),
+            request_messages: counter!(MESSAGES_TOTAL, &direction("request")),
+            response_messages: counter!(MESSAGES_TOTAL, &direction("response")),
+            connections_total: counter!(CONNECTIONS_TOTAL, "listener" => l.clone()),
+            connections_open: gauge!(CONNECTIONS_OPEN, "listener" => l.clone()),
+            errors: RelayErrorKind::ALL
+                .map(|kind| counter!(RELAY_ERRORS_TOTAL, "listener" => l.clone(), "reason" => kind.as_str())),
+            methods: Mutex::new(HashMap::new()),
+            name,
+        }
+    }
+
+    pub fn relay_error(&self, kind: RelayErrorKind) {
+        if let Some(i) = RelayErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.errors[i].increment(1);
+        }
+    }
+
+    pub fn refused(&self, kind: RefusalKind) {
+        counter!(CONNECTIONS_REFUSED_TOTAL, "listener" => self.name.to_string(), "reason" => kind.as_str())
+            .increment(1);
+    }
+
+    /// Handles for one method on this listener (cached; the set of labels is bounded upstream).
+    pub fn method(&self, labels: &MethodLabels) -> Arc<MethodMetrics> {
+        let key = (labels.service, Arc::clone(&labels.method));
+        let mut methods = match self.methods.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(methods.entry(key).or_insert_with(|| {
+            Arc::new(MethodMetrics::new(
+                &self.name,
+                labels.service,
+                &labels.method,
+            ))
+        }))
+    }
+}
+
+/// Handles for one (listener, service, method); per-code counters created on first use.
+pub struct MethodMetrics {
+    labels: [(&'static str, String); 3],
+    pub duration: Histogram,
+    codes: [OnceLock<Counter>; 17],
+}
+
+impl MethodMetrics {
+    fn new(listener: &str, service: &'static str, method: &str) -> Self {
+        let labels = [
+            ("listener", listener.to_owned()),
+            ("service", service.to_owned()),
+            ("method", method.to_owned()),
+        ];
+        Self {
+            duration: histogram!(CALL_DURATION_SECONDS, &labels),
+            labels,
+            codes: Default::default(),
+        }
+    }
+
+    pub fn finished(&self, code: Code, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        let counter = self.codes[code as usize].get_or_init(|| {
+            let [l, s, m] = self.labels.clone();
+            counter!(CALLS_TOTAL, &[l, s, m, ("code", code.as_str().to_owned())])
+        });
+        counter.increment(1);
+    }
+}
+
+pub fn upstream_connections_open(upstream: &str) -> Gauge {
+    gauge!(UPSTREAM_CONNECTIONS_OPEN, "upstream" => upstream.to_owned())
+}
+
+pub fn upstream_connect_errors(upstream: &str) -> Counter {
+    counter!(UPSTREAM_CONNECT_ERRORS_TOTAL, "upstream" => upstream.to_owned())
+}

@@ -1,0 +1,23 @@
+//! The HTTP/2 relay: the server side accepting client connections (`server`), one task per call
+//! pumping headers, gRPC messages and trailers both ways (`call`, `pump`), and the pool of HTTP/2
+//! connections to each upstream (`upstream`).
+
+pub mod call;
+pub mod pump;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use crate::config::ListenerLimits;
+use crate::grpc::method::MethodLabeler;
+use crate::metrics::ListenerMetrics;
+
+/// What every call on one listener needs: limits, the upstream pool and metric handles.
+pub struct ListenerContext {
+    pub name: Arc<str>,
+    pub upstream: Arc<upstream::UpstreamPool>,
+    pub limits: ListenerLimits,
+    pub metrics: ListenerMetrics,
+    pub labeler: Arc<MethodLabeler>,
+}

@@ -1,0 +1,416 @@
+//! One call: from the client's request headers to the last trailer. Headers are forwarded (hop-by-hop
+//! ones dropped, `:authority` set for the upstream), both bodies are pumped concurrently through the
+//! framing layer, and every way a call can end is mapped: normal trailers, trailers-only responses,
+//! resets both ways (cancellation), upstream failure (UNAVAILABLE), oversized or malformed messages
+//! (RESOURCE_EXHAUSTED / INTERNAL) and the call's own deadline (DEADLINE_EXCEEDED).
+
+use std::future::{poll_fn, Future};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use tracing::{debug, warn};
+
+use super::pump::{pump_body, BodyEnd, Counters, PumpError};
+use super::ListenerContext;
+use crate::grpc::frame::{FrameDecoder, FrameError};
+use crate::grpc::status::{Code, Status};
+use crate::grpc::timeout;
+use crate::metrics::RelayErrorKind;
+
+/// Grace after a call's own deadline before the proxy ends it: the upstream normally answers
+/// DEADLINE_EXCEEDED itself, and its answer is the better one.
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// Connection-specific headers (RFC 9113 §8.2.2) never forwarded; `te: trailers` is re-added.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "host",
+];
+
+/// How a call ended, as far as the proxy is concerned.
+#[derive(Debug)]
+enum CallError {
+    ClientReset(Reason),
+    ClientGone(h2::Error),
+    UpstreamReset(Reason),
+    UpstreamFailed(h2::Error),
+    RequestFrame(FrameError),
+    ResponseFrame(FrameError),
+    Deadline(Duration),
+}
+
+/// The client side of the response: before headers, the `SendResponse`; after, the body stream.
+struct ClientResponse {
+    respond: SendResponse<Bytes>,
+    body: Option<SendStream<Bytes>>,
+}
+
+impl ClientResponse {
+    /// Ends the call towards the client with `status`: as trailers after response headers were sent,
+    /// or as a trailers-only response before.
+    fn fail(&mut self, status: &Status) {
+        let result = match &mut self.body {
+            Some(body) => body.send_trailers(status.to_trailers()),
+            None => self
+                .respond
+                .send_response(status.to_trailers_only_response(), true)
+                .map(|_| ()),
+        };
+        if let Err(err) = result {
+            debug!(error = %err, "could not send status to client");
+        }
+    }
+
+    fn reset(&mut self, reason: Reason) {
+        match &mut self.body {
+            Some(body) => body.send_reset(reason),
+            None => self.respond.send_reset(reason),
+        }
+    }
+}
+
+/// Relays one call to the listener's upstream.
+pub async fn relay_call(
+    ctx: Arc<ListenerContext>,
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    let started = Instant::now();
+    let labels = ctx.labeler.labels(request.uri().path());
+    let method_metrics = ctx.metrics.method(&labels);
+    ctx.metrics.in_flight.increment(1.0);
+    let mut client = ClientResponse {
+        respond,
+        body: None,
+    };
+    let code = relay(&ctx, request, &mut client, started).await;
+    ctx.metrics.in_flight.decrement(1.0);
+    method_metrics.finished(code, started.elapsed());
+}
+
+async fn relay(
+    ctx: &ListenerContext,
+    request: Request<RecvStream>,
+    client: &mut ClientResponse,
+    started: Instant,
+) -> Code {
+    let (parts, mut client_recv) = request.into_parts();
+    let is_grpc = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if parts.method != http::Method::POST || !is_grpc {
+        ctx.metrics.relay_error(RelayErrorKind::NotGrpc);
+        let status = Status::new(
+            Code::Unimplemented,
+            "strait relays gRPC only: POST with content-type application/grpc",
+        );
+        client.fail(&status);
+        return status.code;
+    }
+
+    // The call's own deadline, else the listener's cap; never a proxy timeout shorter than the call's.
+    let own = parts.headers.get("grpc-timeout").and_then(timeout::parse);
+    let budget = match own {
+        Some(own) => Some(own.saturating_add(DEADLINE_GRACE)),
+        None => ctx.limits.max_call_duration,
+    };
+    let deadline = budget.and_then(|b| started.checked_add(b));
+
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri = Uri::builder()
+        .scheme(ctx.upstream.scheme().clone())
+        .authority(ctx.upstream.authority().clone())
+        .path_and_query(path)
+        .build();
+    let Ok(uri) = uri else {
+        let status = Status::new(Code::Internal, format!("invalid request path {path:?}"));
+        client.fail(&status);
+        return status.code;
+    };
+    let mut upstream_request = Request::new(());
+    *upstream_request.method_mut() = http::Method::POST;
+    *upstream_request.uri_mut() = uri;
+    *upstream_request.headers_mut() = forwardable(parts.headers);
+    upstream_request
+        .headers_mut()
+        .insert(http::header::TE, HeaderValue::from_static("trailers"));
+
+    // Waiting for an upstream connection is bounded by the connect timeout and the call's deadline.
+    let connect_deadline = started + ctx.upstream.connect_timeout();
+    let acquire_deadline = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
+    let end_of_stream = client_recv.is_end_stream();
+    let (response_future, mut upstream_send) = {
+        let mut attempts = 0;
+        loop {
+            let sender = match ctx.upstream.acquire(acquire_deadline).await {
+                Ok(sender) => sender,
+                Err(err) => {
+                    ctx.metrics.relay_error(RelayErrorKind::UpstreamUnavailable);
+                    let status = Status::new(Code::Unavailable, err.to_string());
+                    client.fail(&status);
+                    return status.code;
+                }
+            };
+            let mut sender = sender;
+            match sender.send_request(upstream_request.clone(), end_of_stream) {
+                Ok(pair) => break pair,
+                // The connection closed between acquire and send: nothing was sent, so retry.
+                Err(err) if attempts < 2 => {
+                    attempts += 1;
+                    debug!(error = %err, "upstream refused a new stream; retrying");
+                }
+                Err(err) => {
+                    ctx.metrics.relay_error(RelayErrorKind::UpstreamUnavailable);
+                    let status = Status::new(
+                        Code::Unavailable,
+                        format!("upstream {:?} unavailable: {err}", ctx.upstream.name()),
+                    );
+                    client.fail(&status);
+                    return status.code;
+                }
+            }
+        }
+    };
+
+    let limit = ctx.limits.max_message_bytes;
+    let outcome = {
+        let request_pump = async {
+            if end_of_stream {
+                return Ok(());
+            }
+            let mut decoder = FrameDecoder::new(limit);
+            let counters = Counters {
+                bytes: &ctx.metrics.request_bytes,
+                messages: &ctx.metrics.request_messages,
+            };
+            match pump_body(
+                &mut client_recv,
+                &mut upstream_send,
+                &mut decoder,
+                &counters,
+            )
+            .await
+            {
+                Ok(BodyEnd::Trailers(trailers)) => upstream_send
+                    .send_trailers(forwardable(trailers))
+                    .map_err(CallError::UpstreamFailed),
+                Ok(BodyEnd::EndOfStream) => Ok(()),
+                Err(err) => Err(request_error(err)),
+            }
+        };
+        let response = relay_response(ctx, response_future, client, limit);
+        tokio::pin!(request_pump);
+        tokio::pin!(response);
+        let expiry = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        let mut request_done = false;
+        loop {
+            tokio::select! {
+                result = &mut request_pump, if !request_done => match result {
+                    Ok(()) => request_done = true,
+                    Err(err) => break Err(err),
+                },
+                result = &mut response => break result,
+                () = &mut expiry => break Err(CallError::Deadline(budget.unwrap_or_default())),
+            }
+        }
+    };
+
+    match outcome {
+        Ok(code) => code,
+        Err(err) => fail_call(ctx, err, client, &mut upstream_send),
+    }
+}
+
+/// Maps an error of the request direction (client → upstream).
+fn request_error(err: PumpError) -> CallError {
+    match err {
+        PumpError::Src(err) => client_error(err),
+        PumpError::Dst(err) => CallError::UpstreamFailed(err),
+        PumpError::DstReset(reason) => CallError::UpstreamReset(reason),
+        PumpError::Frame(err) => CallError::RequestFrame(err),
+    }
+}
+
+/// Maps an error of the response direction (upstream → client).
+fn response_error(err: PumpError) -> CallError {
+    match err {
+        PumpError::Src(err) => upstream_error(err),
+        PumpError::Dst(err) => client_error(err),
+        PumpError::DstReset(reason) => CallError::ClientReset(reason),
+        PumpError::Frame(err) => CallError::ResponseFrame(err),
+    }
+}
+
+fn client_error(err: h2::Error) -> CallError {
+    match err.reason() {
+        Some(reason) if err.is_reset() => CallError::ClientReset(reason),
+        _ => CallError::ClientGone(err),
+    }
+}
+
+fn upstream_error(err: h2::Error) -> CallError {
+    match err.reason() {
+        Some(reason) if err.is_reset() && err.is_remote() => CallError::UpstreamReset(reason),
+        _ => CallError::UpstreamFailed(err),
+    }
+}
+
+/// Ends a failed call on both sides and returns the code it counts as.
+fn fail_call(
+    ctx: &ListenerContext,
+    err: CallError,
+    client: &mut ClientResponse,
+    upstream_send: &mut SendStream<Bytes>,
+) -> Code {
+    match err {
+        CallError::ClientReset(reason) => {
+            debug!(?reason, "client reset the call; cancelling upstream");
+            upstream_send.send_reset(Reason::CANCEL);
+            Code::Cancelled
+        }
+        CallError::ClientGone(err) => {
+            debug!(error = %err, "client connection failed; cancelling upstream");
+            upstream_send.send_reset(Reason::CANCEL);
+            Code::Cancelled
+        }
+        CallError::UpstreamReset(reason) => {
+            debug!(?reason, "upstream reset the call; resetting client stream");
+            client.reset(reason);
+            if reason == Reason::REFUSED_STREAM {
+                Code::Unavailable
+            } else {
+                Code::Cancelled
+            }
+        }
+        CallError::UpstreamFailed(err) => {
+            warn!(error = %err, "upstream failed during the call");
+            ctx.metrics.relay_error(RelayErrorKind::UpstreamFailed);
+            upstream_send.send_reset(Reason::CANCEL);
+            let status = Status::new(
+                Code::Unavailable,
+                format!(
+                    "upstream {:?} failed during the call: {err}",
+                    ctx.upstream.name()
+                ),
+            );
+            client.fail(&status);
+            status.code
+        }
+        CallError::RequestFrame(err) | CallError::ResponseFrame(err) => {
+            upstream_send.send_reset(Reason::CANCEL);
+            let status = frame_status(&err);
+            ctx.metrics.relay_error(match err {
+                FrameError::TooLarge { .. } => RelayErrorKind::MessageTooLarge,
+                _ => RelayErrorKind::MalformedFrame,
+            });
+            client.fail(&status);
+            status.code
+        }
+        CallError::Deadline(budget) => {
+            ctx.metrics.relay_error(RelayErrorKind::DeadlineExceeded);
+            upstream_send.send_reset(Reason::CANCEL);
+            let status = Status::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "call deadline of {budget:?} (grpc-timeout plus grace) exceeded at the proxy"
+                ),
+            );
+            client.fail(&status);
+            status.code
+        }
+    }
+}
+
+fn frame_status(err: &FrameError) -> Status {
+    match err {
+        FrameError::TooLarge { .. } => Status::new(Code::ResourceExhausted, err.to_string()),
+        _ => Status::new(Code::Internal, err.to_string()),
+    }
+}
+
+/// Waits for the upstream response, forwards its headers, body and trailers to the client.
+async fn relay_response(
+    ctx: &ListenerContext,
+    response_future: h2::client::ResponseFuture,
+    client: &mut ClientResponse,
+    limit: u32,
+) -> Result<Code, CallError> {
+    let response = {
+        tokio::pin!(response_future);
+        let respond = &mut client.respond;
+        poll_fn(|cx| {
+            if let std::task::Poll::Ready(reset) = respond.poll_reset(cx) {
+                return std::task::Poll::Ready(Err(match reset {
+                    Ok(reason) => CallError::ClientReset(reason),
+                    Err(err) => client_error(err),
+                }));
+            }
+            response_future.as_mut().poll(cx).map_err(upstream_error)
+        })
+        .await?
+    };
+    let (mut parts, mut upstream_recv) = response.into_parts();
+    parts.headers = forwardable(std::mem::take(&mut parts.headers));
+
+    if upstream_recv.is_end_stream() {
+        // Trailers-only: the status is in the headers.
+        let code = Code::from_headers(&parts.headers).unwrap_or(Code::Unknown);
+        client
+            .respond
+            .send_response(Response::from_parts(parts, ()), true)
+            .map_err(client_error)?;
+        return Ok(code);
+    }
+
+    let body = client
+        .respond
+        .send_response(Response::from_parts(parts, ()), false)
+        .map_err(client_error)?;
+    let client_body = client.body.insert(body);
+    let mut decoder = FrameDecoder::new(limit);
+    let counters = Counters {
+        bytes: &ctx.metrics.response_bytes,
+        messages: &ctx.metrics.response_messages,
+    };
+    match pump_body(&mut upstream_recv, client_body, &mut decoder, &counters).await {
+        Ok(BodyEnd::Trailers(trailers)) => {
+            let code = Code::from_headers(&trailers).unwrap_or(Code::Unknown);
+            client_body
+                .send_trailers(forwardable(trailers))
+                .map_err(client_error)?;
+            Ok(code)
+        }
+        // A response that ends without trailers carries no status: gRPC clients report it as such.
+        Ok(BodyEnd::EndOfStream) => Ok(Code::Unknown),
+        Err(err) => Err(response_error(err)),
+    }
+}
+
+/// Drops connection-specific headers; everything else (metadata, `grpc-*`) passes unchanged.
+fn forwardable(mut headers: HeaderMap) -> HeaderMap {
+    for name in HOP_BY_HOP {
+        headers.remove(HeaderName::from_static(name));
+    }
+    headers
+}

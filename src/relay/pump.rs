@@ -1,0 +1,131 @@
+//! Moving one direction of a call's body from an HTTP/2 receive stream to a send stream, through the
+//! gRPC framing layer, with HTTP/2 flow control as backpressure: bytes are sent only when the
+//! receiving peer has granted window (reserve_capacity → poll_capacity → send_data), and the window
+//! of the sending peer is released only after the bytes were handed on. A slow reader therefore slows
+//! the writer and nothing piles up in between.
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream, SendStream};
+use http::HeaderMap;
+use metrics::Counter;
+
+use crate::grpc::frame::{FrameDecoder, FrameError};
+
+/// Why a pump stopped early. `Src*` concern the stream read from, `Dst*` the one written to.
+#[derive(Debug)]
+pub enum PumpError {
+    /// Reading failed (the peer reset the stream, or its connection failed).
+    Src(h2::Error),
+    /// Writing failed (connection gone).
+    Dst(h2::Error),
+    /// The receiving peer reset the stream (e.g. cancelled the call).
+    DstReset(Reason),
+    /// The gRPC framing was invalid or a message exceeded the limit.
+    Frame(FrameError),
+}
+
+/// Per-direction byte and message counters.
+pub struct Counters<'a> {
+    pub bytes: &'a Counter,
+    pub messages: &'a Counter,
+}
+
+/// How a body ended: with trailers, or with END_STREAM on data.
+pub enum BodyEnd {
+    Trailers(HeaderMap),
+    EndOfStream,
+}
+
+/// Relays `src`'s body to `dst`, message-framed, until `src` ends. Trailers are returned, not sent, so
+/// the caller can inspect them; without trailers END_STREAM has already been sent on `dst`.
+pub async fn pump_body(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+    decoder: &mut FrameDecoder,
+    counters: &Counters<'_>,
+) -> Result<BodyEnd, PumpError> {
+    let before = decoder.messages();
+    let result = pump_inner(src, dst, decoder, counters).await;
+    counters.messages.increment(decoder.messages() - before);
+    result
+}
+
+async fn pump_inner(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+    decoder: &mut FrameDecoder,
+    counters: &Counters<'_>,
+) -> Result<BodyEnd, PumpError> {
+    loop {
+        let next = poll_fn(|cx| {
+            // A reset from the receiving side must end the call even while the sender is quiet.
+            if let Poll::Ready(reset) = dst.poll_reset(cx) {
+                return Poll::Ready(Err(match reset {
+                    Ok(reason) => PumpError::DstReset(reason),
+                    Err(err) => PumpError::Dst(err),
+                }));
+            }
+            src.poll_data(cx).map(Ok)
+        })
+        .await?;
+        let chunk = match next {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(err)) => return Err(PumpError::Src(err)),
+            None => break,
+        };
+        let len = chunk.len();
+        decoder.check_chunk(&chunk).map_err(PumpError::Frame)?;
+        counters.bytes.increment(len as u64);
+        send_all(dst, chunk).await?;
+        // Only now, with the bytes accepted by the other side's window, may the sender send more.
+        src.flow_control()
+            .release_capacity(len)
+            .map_err(PumpError::Src)?;
+    }
+    decoder.finish().map_err(PumpError::Frame)?;
+    match poll_fn(|cx| src.poll_trailers(cx)).await {
+        Ok(Some(trailers)) => Ok(BodyEnd::Trailers(trailers)),
+        Ok(None) => {
+            dst.send_data(Bytes::new(), true).map_err(PumpError::Dst)?;
+            Ok(BodyEnd::EndOfStream)
+        }
+        Err(err) => Err(PumpError::Src(err)),
+    }
+}
+
+/// Sends `chunk` as the peer's flow-control window allows, never buffering beyond it.
+pub async fn send_all(dst: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(), PumpError> {
+    while !chunk.is_empty() {
+        dst.reserve_capacity(chunk.len());
+        let mut available = dst.capacity();
+        if available == 0 {
+            available = poll_fn(|cx| {
+                loop {
+                    match dst.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(0))) => continue,
+                        Poll::Ready(Some(Ok(n))) => return Poll::Ready(Ok(n)),
+                        Poll::Ready(Some(Err(err))) => {
+                            return Poll::Ready(Err(PumpError::Dst(err)))
+                        }
+                        Poll::Ready(None) => {
+                            return Poll::Ready(Err(PumpError::DstReset(Reason::STREAM_CLOSED)))
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                match dst.poll_reset(cx) {
+                    Poll::Ready(Ok(reason)) => Poll::Ready(Err(PumpError::DstReset(reason))),
+                    Poll::Ready(Err(err)) => Poll::Ready(Err(PumpError::Dst(err))),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await?;
+        }
+        let part = chunk.split_to(available.min(chunk.len()));
+        dst.send_data(part, false).map_err(PumpError::Dst)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The server side: the accept loop of one listener (connection limit, TLS handshake on the
+//! connection's own task) and each client connection's HTTP/2 driver, which spawns one task per call,
+//! closes idle connections and, on shutdown, sends GOAWAY and keeps serving until its calls drain.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::call::relay_call;
+use super::ListenerContext;
+use crate::metrics::RefusalKind;
+use crate::transport::listen::{Handshaker, Listener};
+
+/// Streams reset by the client but not yet accepted by us, and resets we send, are bounded: the
+/// HTTP/2 rapid-reset attack (CVE-2023-44487) makes a server do work for streams it never serves.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// h2's send buffer per stream: bounds memory when a client is slow to read.
+const MAX_SEND_BUFFER: usize = 256 * 1024;
+
+/// Signals that drive a connection's lifecycle.
+#[derive(Clone)]
+pub struct Lifecycle {
+    /// Stop accepting; GOAWAY every connection; let calls drain.
+    pub drain: CancellationToken,
+    /// Drain time is over: drop what is left.
+    pub abort: CancellationToken,
+}
+
+/// Accepts connections until `lifecycle.drain` fires.
+pub async fn serve_listener(
+    listener: Listener,
+    ctx: Arc<ListenerContext>,
+    lifecycle: Lifecycle,
+    connections: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let handshaker = listener.handshaker();
+    loop {
+        let accepted = tokio::select! {
+            _ = lifecycle.drain.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                warn!(listener = %ctx.name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            ctx.metrics.refused(RefusalKind::Limit);
+            debug!(listener = %ctx.name, %peer, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let span = info_span!("conn", listener = %ctx.name, %peer);
+        connections.spawn(
+            serve_connection(
+                stream,
+                peer,
+                handshaker.clone(),
+                Arc::clone(&ctx),
+                lifecycle.clone(),
+                permit,
+            )
+            .instrument(span),
+        );
+    }
+}
+
+/// Calls open on a connection and when the last one ended, for the idle timeout.
+struct Activity {
+    open: AtomicUsize,
+    last_end_ms: AtomicU64,
+    since: Instant,
+}
+
+impl Activity {
+    fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
+        Some(self.since.elapsed().saturating_sub(last))
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshaker: Handshaker,
+    ctx: Arc<ListenerContext>,
+    lifecycle: Lifecycle,
+    _permit: OwnedSemaphorePermit,
+) {
+    let limits = &ctx.limits;
+    let io = match handshaker.handshake(stream, limits.handshake_timeout).await {
+        Ok(io) => io,
+        Err(err) => {
+            ctx.metrics.refused(RefusalKind::Handshake);
+            debug!(error = %err, "TLS handshake failed");
+            return;
+        }
+    };
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.connection_window_bytes)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_bytes)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .handshake::<_, bytes::Bytes>(io);
+    let mut connection = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(err)) => {
+            ctx.metrics.refused(RefusalKind::Http2);
+            debug!(error = %err, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.refused(RefusalKind::Http2);
+            debug!("HTTP/2 preface not received in time");
+            return;
+        }
+    };
+    ctx.metrics.connections_total.increment(1);
+    ctx.metrics.connections_open.increment(1.0);
+    debug!(%peer, "connection open");
+
+    let activity = Arc::new(Activity {
+        open: AtomicUsize::new(0),
+        last_end_ms: AtomicU64::new(0),
+        since: Instant::now(),
+    });
+    let idle_timeout = limits.idle_timeout;
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    activity.open.fetch_add(1, Ordering::AcqRel);
+                    let ctx = Arc::clone(&ctx);
+                    let activity = Arc::clone(&activity);
+                    let span = tracing::debug_span!("rpc", method = %request.uri().path());
+                    tokio::spawn(
+                        async move {
+                            relay_call(ctx, request, respond).await;
+                            let now = activity.since.elapsed().as_millis() as u64;
+                            activity.last_end_ms.store(now, Ordering::Release);
+                            activity.open.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Some(Err(err)) => {
+                    if err.is_io() || err.is_go_away() {
+                        debug!(error = %err, "connection ended");
+                    } else {
+                        debug!(error = %err, "HTTP/2 protocol error from client");
+                    }
+                    break;
+                }
+                None => break,
+            },
+            _ = lifecycle.drain.cancelled(), if !draining => {
+                draining = true;
+                connection.graceful_shutdown();
+            }
+            _ = lifecycle.abort.cancelled() => {
+                connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                break;
+            }
+            () = &mut idle, if !draining => {
+                match activity.idle_for() {
+                    Some(idle_for) if idle_for >= idle_timeout => {
+                        debug!(?idle_for, "idle connection; sending GOAWAY");
+                        draining = true;
+                        connection.graceful_shutdown();
+                    }
+                    Some(idle_for) => idle.as_mut().reset((Instant::now() + idle_timeout - idle_for).into()),
+                    None => idle.as_mut().reset((Instant::now() + idle_timeout).into()),
+                }
+            }
+        }
+    }
+    ctx.metrics.connections_open.decrement(1.0);
+}

@@ -1,0 +1,361 @@
+//! A pool of HTTP/2 connections to one upstream. Each slot has a task that dials, performs the HTTP/2
+//! handshake, drives the connection (with keepalive PINGs) and redials with jittered exponential
+//! backoff when it ends. Calls take a ready connection round-robin, or wait a bounded time for one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::uri::{Authority, Scheme};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::UpstreamConfig;
+use crate::metrics;
+use crate::transport::connect::{ConnectError, Connector};
+
+/// Flow-control windows for responses coming from the upstream: large enough that one stream can
+/// carry 64 KiB messages at full speed, bounded so a stalled client caps what we hold.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+/// A connection that stayed up this long resets the backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {name:?} ({address}) unavailable: {reason}")]
+    Unavailable {
+        name: String,
+        address: String,
+        reason: String,
+    },
+}
+
+#[derive(Clone)]
+enum SlotState {
+    Connecting { last_error: Option<Arc<str>> },
+    Ready(SendRequest<Bytes>),
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+impl Slot {
+    fn set(&self, state: SlotState) {
+        match self.state.lock() {
+            Ok(mut guard) => *guard = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+
+    fn get(&self) -> SlotState {
+        match self.state.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+pub struct UpstreamPool {
+    name: Arc<str>,
+    address: String,
+    scheme: Scheme,
+    authority: Authority,
+    connect_timeout: Duration,
+    slots: Vec<Arc<Slot>>,
+    next: AtomicUsize,
+    changed: Arc<Notify>,
+}
+
+impl UpstreamPool {
+    /// Creates the pool and starts one dialing task per connection slot on `tracker`; they stop when
+    /// `stop` is cancelled.
+    pub fn start(
+        config: &UpstreamConfig,
+        stop: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Self>, ConnectError> {
+        let connector = Connector::new(config)?;
+        let scheme = if connector.is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let authority_text = match (&config.authority, &config.tls) {
+            (Some(authority), _) => authority.clone(),
+            (None, Some(tls)) if tls.server_name.is_some() => {
+                let port = config
+                    .address
+                    .rsplit_once(':')
+                    .map(|(_, p)| p)
+                    .unwrap_or("443");
+                format!("{}:{port}", tls.server_name.as_deref().unwrap_or_default())
+            }
+            _ => config.address.clone(),
+        };
+        let authority: Authority = authority_text.parse().map_err(|_| ConnectError::Tcp {
+            address: config.address.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{authority_text:?} is not a valid authority"),
+            ),
+        })?;
+        let slots: Vec<Arc<Slot>> = (0..config.connections)
+            .map(|_| {
+                Arc::new(Slot {
+                    state: Mutex::new(SlotState::Connecting { last_error: None }),
+                })
+            })
+            .collect();
+        let pool = Arc::new(Self {
+            name: Arc::from(config.name.as_str()),
+            address: config.address.clone(),
+            scheme,
+            authority,
+            connect_timeout: config.connect_timeout,
+            slots,
+            next: AtomicUsize::new(0),
+            changed: Arc::new(Notify::new()),
+        });
+        for (index, slot) in pool.slots.iter().enumerate() {
+            let driver = SlotDriver {
+                upstream: Arc::clone(&pool.name),
+                slot: Arc::clone(slot),
+                changed: Arc::clone(&pool.changed),
+                connector: connector.clone(),
+                config: config.clone(),
+                stop: stop.clone(),
+            };
+            let span = tracing::info_span!("upstream", name = %config.name, slot = index);
+            tracker.spawn(driver.run().instrument(span));
+        }
+        Ok(pool)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Connections up now.
+    pub fn connected(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.get(), SlotState::Ready(_)))
+            .count()
+    }
+
+    pub fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn try_ready(&self) -> Option<SendRequest<Bytes>> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| match self.slots[(start + i) % n].get() {
+            SlotState::Ready(send) => Some(send),
+            SlotState::Connecting { .. } => None,
+        })
+    }
+
+    fn last_error(&self) -> String {
+        self.slots
+            .iter()
+            .find_map(|s| match s.get() {
+                SlotState::Connecting {
+                    last_error: Some(e),
+                } => Some(e.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "no connection established yet".to_owned())
+    }
+
+    /// A connection ready for a new stream, waiting at most until `deadline` for one to come up.
+    pub async fn acquire(&self, deadline: Instant) -> Result<SendRequest<Bytes>, UpstreamError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(send) = self.try_ready() {
+                // `ready` waits while the connection is at its concurrent-stream limit.
+                let ready = tokio::time::timeout_at(deadline.into(), send.ready()).await;
+                match ready {
+                    Ok(Ok(send)) => return Ok(send),
+                    Ok(Err(err)) => {
+                        debug!(error = %err, "upstream connection unusable; trying another");
+                        // The slot task notices the failure and redials; wait for a change.
+                    }
+                    Err(_) => {
+                        return Err(
+                            self.unavailable("no stream capacity before the deadline".into())
+                        )
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                return Err(self.unavailable(self.last_error()));
+            }
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> UpstreamError {
+        UpstreamError::Unavailable {
+            name: self.name.to_string(),
+            address: self.address.clone(),
+            reason,
+        }
+    }
+}
+
+struct SlotDriver {
+    upstream: Arc<str>,
+    slot: Arc<Slot>,
+    changed: Arc<Notify>,
+    connector: Connector,
+    config: UpstreamConfig,
+    stop: CancellationToken,
+}
+
+impl SlotDriver {
+    async fn run(self) {
+        let open = metrics::upstream_connections_open(&self.upstream);
+        let connect_errors = metrics::upstream_connect_errors(&self.upstream);
+        let mut backoff = self.config.backoff_initial;
+        loop {
+            let attempt = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                attempt = self.dial() => attempt,
+            };
+            match attempt {
+                Ok((send, connection)) => {
+                    info!(address = %self.connector.address(), "upstream connected");
+                    self.slot.set(SlotState::Ready(send));
+                    self.changed.notify_waiters();
+                    open.increment(1.0);
+                    let since = Instant::now();
+                    let ended = self.drive(connection).await;
+                    open.decrement(1.0);
+                    let reason: Arc<str> = Arc::from(format!("connection lost: {ended}"));
+                    self.slot.set(SlotState::Connecting {
+                        last_error: Some(reason),
+                    });
+                    self.changed.notify_waiters();
+                    if self.stop.is_cancelled() {
+                        return;
+                    }
+                    warn!(address = %self.connector.address(), reason = %ended, "upstream connection ended");
+                    if since.elapsed() >= HEALTHY_AFTER {
+                        backoff = self.config.backoff_initial;
+                    }
+                }
+                Err(err) => {
+                    connect_errors.increment(1);
+                    warn!(error = %err, retry_in = ?backoff, "upstream connect failed");
+                    self.slot.set(SlotState::Connecting {
+                        last_error: Some(Arc::from(err.to_string())),
+                    });
+                    self.changed.notify_waiters();
+                }
+            }
+            // Full jitter between half and all of the backoff keeps reconnect storms apart.
+            let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            backoff = (backoff * 2).min(self.config.backoff_max);
+        }
+    }
+
+    async fn dial(
+        &self,
+    ) -> Result<
+        (
+            SendRequest<Bytes>,
+            h2::client::Connection<crate::transport::BoxIo, Bytes>,
+        ),
+        String,
+    > {
+        let io = self.connector.connect().await.map_err(|e| e.to_string())?;
+        let handshake = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .enable_push(false)
+            .handshake(io);
+        match tokio::time::timeout(self.config.connect_timeout, handshake).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(err)) => Err(format!(
+                "HTTP/2 handshake with {}: {err}",
+                self.connector.address()
+            )),
+            Err(_) => Err(format!(
+                "HTTP/2 handshake with {} timed out",
+                self.connector.address()
+            )),
+        }
+    }
+
+    /// Drives the connection until it ends, pinging when idle; returns why it ended.
+    async fn drive(
+        &self,
+        mut connection: h2::client::Connection<crate::transport::BoxIo, Bytes>,
+    ) -> String {
+        let mut ping_pong = connection.ping_pong();
+        tokio::pin!(connection);
+        loop {
+            tokio::select! {
+                result = &mut connection => {
+                    return match result {
+                        Ok(()) => "closed by upstream".to_owned(),
+                        Err(err) => err.to_string(),
+                    };
+                }
+                _ = self.stop.cancelled() => return "proxy stopping".to_owned(),
+                _ = tokio::time::sleep(self.config.keepalive_interval) => {
+                    let Some(pinger) = ping_pong.as_mut() else { continue };
+                    let ping = tokio::time::timeout(self.config.keepalive_timeout, pinger.ping(h2::Ping::opaque()));
+                    tokio::select! {
+                        result = &mut connection => {
+                            return match result {
+                                Ok(()) => "closed by upstream".to_owned(),
+                                Err(err) => err.to_string(),
+                            };
+                        }
+                        pong = ping => match pong {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(err)) => return format!("keepalive ping failed: {err}"),
+                            Err(_) => return format!(
+                                "no keepalive pong within {:?}", self.config.keepalive_timeout
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Bytes in and out: accepting client connections (`listen`), dialing upstreams (`connect`) and the
+//! rustls configurations both use (`tls`). Everything above this layer sees one boxed byte stream.
+
+pub mod connect;
+pub mod listen;
+pub mod tls;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A connected byte stream: plain TCP or TLS over TCP (later also a multiplexed substream).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+pub type BoxIo = Box<dyn Io>;

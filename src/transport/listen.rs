@@ -1,0 +1,103 @@
+//! The accepting side: a bound TCP listener and, when configured, the TLS handshake (ALPN h2 required).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::{tls, BoxIo};
+use crate::config::ServerTlsConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("TLS settings: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("client did not negotiate HTTP/2 (ALPN h2)")]
+    NoAlpn,
+}
+
+/// A bound listener, plain or TLS.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Listener {
+    pub async fn bind(
+        address: &str,
+        tls_config: Option<&ServerTlsConfig>,
+    ) -> Result<Self, ListenError> {
+        let tls = match tls_config {
+            Some(config) => Some(TlsAcceptor::from(tls::server_config(config)?)),
+            None => None,
+        };
+        let tcp = TcpListener::bind(address)
+            .await
+            .map_err(|source| ListenError::Bind {
+                address: address.to_owned(),
+                source,
+            })?;
+        Ok(Self { tcp, tls })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.tcp.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+
+    /// The acceptor used to finish a connection (TLS handshake), run on the connection's own task so
+    /// that a slow handshake never holds up the accept loop.
+    pub fn handshaker(&self) -> Handshaker {
+        Handshaker {
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Handshaker {
+    tls: Option<TlsAcceptor>,
+}
+
+impl Handshaker {
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub async fn handshake(
+        &self,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> Result<BoxIo, HandshakeError> {
+        let Some(acceptor) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
+            .await
+            .map_err(|_| HandshakeError::Timeout(timeout))?
+            .map_err(HandshakeError::Tls)?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(HandshakeError::NoAlpn);
+        }
+        Ok(Box::new(tls))
+    }
+}
