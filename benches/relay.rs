@@ -209,16 +209,50 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-/// CPU ticks of (load generator = this process, echo backend, strait).
-type Sample = (Option<u64>, Option<u64>, Option<u64>);
+/// CPU ticks of the load generator (this process), the echo backend, Strait,
+/// and the whole machine (busy time).
+#[derive(Clone, Copy)]
+struct Sample {
+    loadgen: Option<u64>,
+    echo: Option<u64>,
+    strait: Option<u64>,
+    system: Option<u64>,
+}
 
 struct Measurement {
     outcome: Outcome,
     loadgen_cpu_s: Option<f64>,
     echo_cpu_s: Option<f64>,
     strait_cpu_s: Option<f64>,
+    /// CPU used by everything else on the machine during the window (e.g.
+    /// concurrent builds): a noise indicator.
+    other_cpu_s: Option<f64>,
     strait_hwm_kib: Option<u64>,
     strait_log_lines: usize,
+}
+
+impl Measurement {
+    fn new(outcome: Outcome, before: Sample, after: Sample, tck: u64) -> Self {
+        let loadgen_cpu_s = cpu_delta(before.loadgen, after.loadgen, tck);
+        let echo_cpu_s = cpu_delta(before.echo, after.echo, tck);
+        let strait_cpu_s = cpu_delta(before.strait, after.strait, tck);
+        let other_cpu_s = cpu_delta(before.system, after.system, tck).map(|total| {
+            (total
+                - loadgen_cpu_s.unwrap_or(0.0)
+                - echo_cpu_s.unwrap_or(0.0)
+                - strait_cpu_s.unwrap_or(0.0))
+            .max(0.0)
+        });
+        Self {
+            outcome,
+            loadgen_cpu_s,
+            echo_cpu_s,
+            strait_cpu_s,
+            other_cpu_s,
+            strait_hwm_kib: None,
+            strait_log_lines: 0,
+        }
+    }
 }
 
 fn cpu_delta(before: Option<u64>, after: Option<u64>, tck: u64) -> Option<f64> {
@@ -253,26 +287,18 @@ impl Bench {
     ) -> Result<(Outcome, Sample, Sample), String> {
         let me = std::process::id();
         let echo_pid = self.echo.pid();
-        load::run(&self.rt, spec, || {
-            (
-                procstat::cpu_ticks(me),
-                procstat::cpu_ticks(echo_pid),
-                strait_pid.and_then(procstat::cpu_ticks),
-            )
+        load::run(&self.rt, spec, || Sample {
+            loadgen: procstat::cpu_ticks(me),
+            echo: procstat::cpu_ticks(echo_pid),
+            strait: strait_pid.and_then(procstat::cpu_ticks),
+            system: procstat::system_busy_ticks(),
         })
     }
 
     fn direct(&self, scenario: &Scenario) -> Result<Measurement, String> {
         let spec = self.spec(scenario, self.echo.addr);
         let (outcome, before, after) = self.measure(&spec, None)?;
-        Ok(Measurement {
-            outcome,
-            loadgen_cpu_s: cpu_delta(before.0, after.0, self.tck),
-            echo_cpu_s: cpu_delta(before.1, after.1, self.tck),
-            strait_cpu_s: None,
-            strait_hwm_kib: None,
-            strait_log_lines: 0,
-        })
+        Ok(Measurement::new(outcome, before, after, self.tck))
     }
 
     fn via_strait(&self, scenario: &Scenario) -> Result<Measurement, String> {
@@ -295,12 +321,9 @@ impl Bench {
             ));
         }
         Ok(Measurement {
-            outcome,
-            loadgen_cpu_s: cpu_delta(before.0, after.0, self.tck),
-            echo_cpu_s: cpu_delta(before.1, after.1, self.tck),
-            strait_cpu_s: cpu_delta(before.2, after.2, self.tck),
             strait_hwm_kib,
             strait_log_lines: proc.log_lines(),
+            ..Measurement::new(outcome, before, after, self.tck)
         })
     }
 }
@@ -515,12 +538,16 @@ fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
         );
     }
 
-    let _ = writeln!(r, "\nDetails (CPU as % of one core over the window):\n");
     let _ = writeln!(
         r,
-        "| scenario | streams × conns | calls direct / strait | failures direct / strait | strait CPU | loadgen CPU direct / strait | echo CPU direct / strait |"
+        "\nDetails (CPU as % of one core over the window; \"other load\" is every other \
+         process on the machine, e.g. concurrent builds; when it is high the run is noisy):\n"
     );
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        r,
+        "| scenario | streams × conns | calls direct / strait | failures direct / strait | strait CPU | loadgen CPU direct / strait | echo CPU direct / strait | other load direct / strait |"
+    );
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
     for (s, direct, via) in rows {
         let conc = o.concurrency.unwrap_or(s.concurrency);
@@ -544,7 +571,7 @@ fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
         };
         let _ = writeln!(
             r,
-            "| {} | {} × {} | {} / {} | {} / {} | {} | {} / {} | {} / {} |",
+            "| {} | {} × {} | {} / {} | {} / {} | {} | {} / {} | {} / {} | {} / {} |",
             s.name,
             conc,
             o.connections,
@@ -557,6 +584,8 @@ fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
             pct(via, |m| m.loadgen_cpu_s),
             pct(direct, |m| m.echo_cpu_s),
             pct(via, |m| m.echo_cpu_s),
+            pct(direct, |m| m.other_cpu_s),
+            pct(via, |m| m.other_cpu_s),
         );
         for (which, m) in [("direct", direct), ("strait", via)] {
             match m {

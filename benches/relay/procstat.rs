@@ -35,3 +35,18 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         value.trim().trim_end_matches("kB").trim().parse().ok()
     })
 }
+
+/// Busy (non-idle, non-iowait) CPU ticks of the whole machine, all CPUs,
+/// from the first line of `/proc/stat`.
+pub fn system_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest* already in user).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some(total - idle)
+}
