@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -91,4 +92,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter finalization: the SDK's native threads can still be
+    # running then and have crashed it (PyGILState_Release, SIGABRT) after a
+    # run had already succeeded and printed its result.
+    os._exit(code)
