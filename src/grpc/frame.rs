@@ -141,6 +141,11 @@ impl FrameDecoder {
         }
     }
 
+    /// True between messages (nothing of a next message seen yet).
+    pub fn at_boundary(&self) -> bool {
+        matches!(self.state, State::Prefix { filled: 0, .. })
+    }
+
     /// Checks that the stream may end here: at a message boundary.
     pub fn finish(&mut self) -> Result<(), FrameError> {
         match self.state {

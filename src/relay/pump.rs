@@ -7,7 +7,7 @@
 use std::future::poll_fn;
 use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use metrics::Counter;
@@ -53,12 +53,21 @@ pub async fn pump_body(
     result
 }
 
+/// Fragments of a message smaller than this are gathered before forwarding: relaying a peer's tiny
+/// DATA frames one for one would pass a small-frame flood on (h2 peers answer that with GOAWAY
+/// ENHANCE_YOUR_CALM) and cost a frame header per byte. Far below any flow-control window, so holding
+/// it never stalls the sender.
+const COALESCE_BELOW: usize = 16 * 1024;
+
 async fn pump_inner(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
     decoder: &mut FrameDecoder,
     counters: &Counters<'_>,
 ) -> Result<BodyEnd, PumpError> {
+    let mut pending = BytesMut::new();
+    // Bytes received but not yet forwarded, whose window is still to be released.
+    let mut held = 0usize;
     loop {
         let next = poll_fn(|cx| {
             // A reset from the receiving side must end the call even while the sender is quiet.
@@ -79,12 +88,25 @@ async fn pump_inner(
         let len = chunk.len();
         decoder.check_chunk(&chunk).map_err(PumpError::Frame)?;
         counters.bytes.increment(len as u64);
-        send_all(dst, chunk).await?;
+        held += len;
+        let out = if pending.is_empty() && (decoder.at_boundary() || len >= COALESCE_BELOW) {
+            // The common case: whole messages, or large parts of one, forwarded without a copy.
+            chunk
+        } else {
+            pending.extend_from_slice(&chunk);
+            if !decoder.at_boundary() && pending.len() < COALESCE_BELOW {
+                continue;
+            }
+            pending.split().freeze()
+        };
+        send_all(dst, out).await?;
         // Only now, with the bytes accepted by the other side's window, may the sender send more.
         src.flow_control()
-            .release_capacity(len)
+            .release_capacity(held)
             .map_err(PumpError::Src)?;
+        held = 0;
     }
+    // At a boundary nothing is pending: fragments are flushed as soon as their message completes.
     decoder.finish().map_err(PumpError::Frame)?;
     match poll_fn(|cx| src.poll_trailers(cx)).await {
         Ok(Some(trailers)) => Ok(BodyEnd::Trailers(trailers)),

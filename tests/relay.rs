@@ -1,0 +1,676 @@
+//! Focused relay tests against an in-process HTTP/2 gRPC backend: every call shape, metadata and
+//! trailers, cancellation both ways, trailers-only errors, upstream failure, size limits, malformed
+//! frames, deadlines, flow-control backpressure both ways, graceful shutdown and TLS listeners.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/backend.rs"]
+mod backend;
+#[path = "support/client.rs"]
+mod client;
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend::{frame, Backend};
+use bytes::Bytes;
+use client::{connect, grpc_request, read_reply, unary};
+use h2::Reason;
+use http::HeaderValue;
+use strait::config::Config;
+use strait::Running;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn certs(name: &str) -> String {
+    format!("{}/tests/fixtures/certs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn start_proxy(upstream: SocketAddr, listener_extra: &str, top_extra: &str) -> Running {
+    let text = format!(
+        r#"
+        [log]
+        level = "warn"
+        [admin]
+        listen = "127.0.0.1:0"
+        {top_extra}
+        [[upstream]]
+        name = "backend"
+        address = "{upstream}"
+        connect_timeout = "1s"
+        backoff_initial = "50ms"
+        backoff_max = "200ms"
+        [[listener]]
+        name = "test"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        {listener_extra}
+        "#
+    );
+    let config = Config::parse(&text).unwrap();
+    let running = strait::start(&config).await.unwrap();
+    running
+}
+
+async fn wait_ready(running: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running.is_ready() {
+        assert!(Instant::now() < deadline, "proxy not ready in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn ready_proxy(backend: &Backend, listener_extra: &str) -> (Running, SocketAddr) {
+    let running = start_proxy(backend.addr, listener_extra, "").await;
+    wait_ready(&running).await;
+    let addr = running.listener_addr("test").unwrap();
+    (running, addr)
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn unary_relays_messages_metadata_and_trailers_for_any_method() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut request = grpc_request("/some.unknown.v9.Service/NeverHeardOf");
+    request
+        .headers_mut()
+        .insert("x-custom", HeaderValue::from_static("custom-value"));
+    request
+        .headers_mut()
+        .insert("temporal-namespace", HeaderValue::from_static("orders"));
+    request
+        .headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("10S"));
+    let reply = unary(&client, request, b"hello through strait")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(
+        reply.messages,
+        vec![Bytes::from_static(b"hello through strait")]
+    );
+    assert_eq!(reply.headers["x-echo-x-custom"], "custom-value");
+    assert_eq!(reply.headers["x-echo-temporal-namespace"], "orders");
+    assert_eq!(reply.trailers["x-trailer"], "yes");
+    // :authority is the upstream's, and te: trailers is present for the upstream.
+    let authority = backend
+        .observed
+        .authorities
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(authority, backend.addr.to_string());
+    let seen = backend.observed.headers.lock().unwrap()["NeverHeardOf"].clone();
+    assert_eq!(seen["te"], "trailers");
+    assert_eq!(seen["grpc-timeout"], "10S");
+
+    let (status, metrics) = http_get(proxy.admin_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("strait_calls_total"), "{metrics}");
+    assert!(metrics.contains("strait_message_bytes_total"));
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn messages_split_across_frames_and_joined_in_one_frame_are_relayed() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Unary"), false)
+        .unwrap();
+    let first = frame(&[3u8; 1000]);
+    for byte in first.iter() {
+        stream
+            .send_data(Bytes::copy_from_slice(&[*byte]), false)
+            .unwrap();
+    }
+    let mut joined = frame(b"two").to_vec();
+    joined.extend_from_slice(&frame(b""));
+    joined.extend_from_slice(&frame(b"four"));
+    stream.send_data(Bytes::from(joined), true).unwrap();
+    let reply = read_reply(response).await.unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    let lens: Vec<usize> = reply.messages.iter().map(|m| m.len()).collect();
+    assert_eq!(lens, vec![1000, 3, 0, 4]);
+    assert_eq!(reply.messages[3], Bytes::from_static(b"four"));
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn client_streaming_server_streaming_and_bidi_calls_relay() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+
+    // Client streaming: many request messages, echoed after the request ends.
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Collect"), false)
+        .unwrap();
+    for i in 0..20u8 {
+        stream.send_data(frame(&[i; 10]), false).unwrap();
+    }
+    stream.send_data(Bytes::new(), true).unwrap();
+    let reply = read_reply(response).await.unwrap();
+    assert_eq!(reply.messages.len(), 20);
+    assert_eq!(reply.messages[19], Bytes::from(vec![19u8; 10]));
+
+    // Bidi: strict ping-pong proves each message is forwarded as soon as it is complete.
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Stream"), false)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let mut pending = bytes::BytesMut::new();
+    for i in 0..50u32 {
+        let payload = format!("ping {i}");
+        stream.send_data(frame(payload.as_bytes()), false).unwrap();
+        let echoed = loop {
+            let mut got = backend::take_messages(&mut pending);
+            if let Some(message) = got.pop() {
+                break message;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.data())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            pending.extend_from_slice(&chunk);
+        };
+        assert_eq!(echoed, Bytes::from(payload));
+    }
+    stream.send_data(Bytes::new(), true).unwrap();
+    let trailers = tokio::time::timeout(Duration::from_secs(5), body.trailers())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn trailers_only_error_passes_as_trailers_only() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let reply = unary(&client, grpc_request("/test.Echo/TrailersOnly"), b"x")
+        .await
+        .unwrap();
+    assert!(reply.trailers_only);
+    assert_eq!(reply.status(), 5);
+    assert_eq!(reply.message(), "thing%20not%20found");
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn client_cancellation_resets_the_upstream_stream() {
+    let mut backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (_response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Hang"), false)
+        .unwrap();
+    stream.send_data(frame(b"wait forever"), true).unwrap();
+    assert_eq!(backend.next_started().await, "Hang");
+    stream.send_reset(Reason::CANCEL);
+    assert_eq!(
+        backend.next_reset().await,
+        ("Hang".to_owned(), Reason::CANCEL)
+    );
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn upstream_reset_reaches_the_client() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let err = unary(&client, grpc_request("/test.Echo/Reset"), b"x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::CANCEL), "{err:?}");
+    assert!(err.is_reset());
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn upstream_down_gives_unavailable_promptly() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(unused, "", "").await;
+    let addr = proxy.listener_addr("test").unwrap();
+    let (status, body) = http_get(proxy.admin_addr(), "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("not connected"), "{body}");
+    let client = connect(addr).await;
+    let started = Instant::now();
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"x")
+        .await
+        .unwrap();
+    assert!(reply.trailers_only);
+    assert_eq!(reply.status(), 14);
+    assert!(
+        reply.message().contains("unavailable"),
+        "{}",
+        reply.message()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn oversized_messages_fail_with_resource_exhausted_both_ways() {
+    let mut backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "limits = { max_message_bytes = 1024 }").await;
+    let client = connect(addr).await;
+
+    let reply = unary(&client, grpc_request("/test.Echo/Hang"), &[0u8; 2000])
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 8);
+    assert!(
+        reply.message().contains("exceeds the limit of 1024"),
+        "{}",
+        reply.message()
+    );
+    // The upstream call was cancelled, not left hanging.
+    assert_eq!(backend.next_started().await, "Hang");
+    assert_eq!(backend.next_reset().await.1, Reason::CANCEL);
+
+    let reply = unary(
+        &client,
+        grpc_request("/test.Echo/Big"),
+        &5000u32.to_be_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 8);
+    assert!(reply.messages.is_empty());
+
+    let reply = unary(
+        &client,
+        grpc_request("/test.Echo/Big"),
+        &1024u32.to_be_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages[0].len(), 1024);
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn malformed_frame_fails_with_internal() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Hang"), false)
+        .unwrap();
+    stream
+        .send_data(Bytes::from_static(&[9, 0, 0, 0, 1, 0]), true)
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), read_reply(response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status(), 13);
+    assert!(
+        reply.message().contains("compressed flag"),
+        "{}",
+        reply.message()
+    );
+
+    // A request that ends inside a message is refused the same way.
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Hang"), false)
+        .unwrap();
+    stream
+        .send_data(Bytes::from_static(&[0, 0, 0, 0, 9, 1, 2]), true)
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), read_reply(response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status(), 13);
+    assert!(
+        reply.message().contains("ended inside"),
+        "{}",
+        reply.message()
+    );
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn non_grpc_request_is_refused_with_a_status() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut request = grpc_request("/test.Echo/Unary");
+    request
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    let reply = unary(&client, request, b"x").await.unwrap();
+    assert_eq!(reply.status(), 12);
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn own_deadline_is_enforced_when_the_upstream_hangs() {
+    let mut backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut request = grpc_request("/test.Echo/Hang");
+    request
+        .headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("100m"));
+    let started = Instant::now();
+    let reply = unary(&client, request, b"x").await.unwrap();
+    assert_eq!(reply.status(), 4);
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(backend.next_started().await, "Hang");
+    assert_eq!(backend.next_reset().await.1, Reason::CANCEL);
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn proxy_cap_never_cuts_a_call_with_a_longer_own_timeout() {
+    let mut backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "limits = { max_call_duration = \"200ms\" }").await;
+    let client = connect(addr).await;
+    let mut request = grpc_request("/test.Echo/Gate");
+    request
+        .headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("30S"));
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { unary(&client, request, b"long poll").await }
+    });
+    assert_eq!(backend.next_started().await, "Gate");
+    // Well past the proxy's cap, the call must still be open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!call.is_finished());
+    backend.observed.gate.notify_one();
+    let reply = call.await.unwrap().unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages[0], Bytes::from_static(b"long poll"));
+
+    // Without an own timeout, the cap applies.
+    let reply = unary(&client, grpc_request("/test.Echo/Hang"), b"x")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 4);
+    assert!(proxy.shutdown().await);
+}
+
+/// Waits until `value` stops growing for `quiet`, bounded by 20 s.
+async fn settle(value: impl Fn() -> u64, quiet: Duration) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = value();
+    loop {
+        tokio::time::sleep(quiet).await;
+        let now = value();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_reader_stalls_the_client_with_bounded_buffering() {
+    let mut backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (_response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/NoRead"), false)
+        .unwrap();
+    // Offer 64 MiB; count what flow control lets through before it stalls.
+    let message = frame(&vec![5u8; 1024 * 1024 - 5]);
+    let mut accepted = 0usize;
+    'offer: for _ in 0..64 {
+        let mut data = message.clone();
+        while !data.is_empty() {
+            stream.reserve_capacity(data.len());
+            let capacity = tokio::time::timeout(
+                Duration::from_millis(1500),
+                poll_fn(|cx| stream.poll_capacity(cx)),
+            )
+            .await;
+            let Ok(Some(Ok(n))) = capacity else {
+                break 'offer;
+            };
+            if n == 0 {
+                continue;
+            }
+            let n = n.min(data.len());
+            stream.send_data(data.split_to(n), false).unwrap();
+            accepted += n;
+        }
+    }
+    // Client → proxy stream window (1 MiB) + proxy → backend window (64 KiB) + frame slack.
+    assert!(
+        accepted < 2 * 1024 * 1024,
+        "accepted {accepted} bytes from a stalled stream"
+    );
+    assert!(accepted >= 1024 * 1024, "window was not used: {accepted}");
+    assert_eq!(backend.next_started().await, "NoRead");
+    stream.send_reset(Reason::CANCEL);
+    assert_eq!(
+        backend.next_reset().await,
+        ("NoRead".to_owned(), Reason::CANCEL)
+    );
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn slow_client_reader_stalls_the_upstream_with_bounded_buffering() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Flood"), false)
+        .unwrap();
+    stream.send_data(frame(b"go"), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .unwrap()
+        .unwrap();
+    let observed = Arc::clone(&backend.observed);
+    let stalled = settle(
+        || observed.flood_sent.load(Ordering::Relaxed),
+        Duration::from_millis(300),
+    )
+    .await;
+    // Client window (64 KiB) + proxy send buffer (256 KiB) + proxy ← backend window (1 MiB) + slack.
+    assert!(
+        stalled < 3 * 1024 * 1024,
+        "upstream pushed {stalled} bytes to a reader that reads nothing"
+    );
+    // Reading resumes the flow: everything arrives intact.
+    let mut body = response.into_body();
+    let messages = tokio::time::timeout(Duration::from_secs(60), client::read_messages(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(messages.len(), 2048);
+    assert!(messages
+        .iter()
+        .all(|m| m.len() == 64 * 1024 && m.iter().all(|b| *b == 1)));
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_an_in_flight_call() {
+    let mut backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { unary(&client, grpc_request("/test.Echo/Gate"), b"drain me").await }
+    });
+    assert_eq!(backend.next_started().await, "Gate");
+    let shutdown = tokio::spawn(proxy.shutdown());
+    // New connections are refused once the listener stops accepting.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = match tokio::net::TcpStream::connect(addr).await {
+            Err(_) => true,
+            Ok(tcp) => h2::client::handshake(tcp).await.is_err(),
+        };
+        if refused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listener still accepting after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!call.is_finished());
+    backend.observed.gate.notify_one();
+    let reply = call.await.unwrap().unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages[0], Bytes::from_static(b"drain me"));
+    assert!(tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .unwrap()
+        .unwrap());
+}
+
+#[tokio::test]
+async fn shutdown_cuts_calls_still_running_after_the_grace_period() {
+    let mut backend = Backend::start().await;
+    let proxy = start_proxy(backend.addr, "", "[shutdown]\ngrace = \"300ms\"").await;
+    wait_ready(&proxy).await;
+    let client = connect(proxy.listener_addr("test").unwrap()).await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { unary(&client, grpc_request("/test.Echo/Hang"), b"x").await }
+    });
+    assert_eq!(backend.next_started().await, "Hang");
+    let started = Instant::now();
+    assert!(!proxy.shutdown().await, "a hanging call cannot drain");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The client learns the call is over (connection closed) rather than hanging.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_err() || outcome.unwrap().status() != 0);
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    client_cert: Option<(&str, &str)>,
+) -> Result<h2::client::SendRequest<Bytes>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certs("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match client_cert {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(certs(cert))
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect(),
+                PrivateKeyDer::from_pem_file(certs(key)).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (send, conn) = h2::client::handshake(tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+#[tokio::test]
+async fn tls_listener_requires_a_client_certificate_from_the_configured_ca() {
+    let backend = Backend::start().await;
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\" }}",
+        certs("server.pem"),
+        certs("server-key.pem"),
+        certs("ca.pem")
+    );
+    let (proxy, addr) = ready_proxy(&backend, &tls).await;
+
+    let client = tls_connect(addr, Some(("client.pem", "client-key.pem")))
+        .await
+        .unwrap();
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"over mTLS")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages[0], Bytes::from_static(b"over mTLS"));
+
+    // A certificate from another CA, or none, never gets a call through.
+    for cert in [Some(("rogue-client.pem", "rogue-client-key.pem")), None] {
+        let outcome = match tls_connect(addr, cert).await {
+            Err(err) => Err(err),
+            Ok(client) => unary(&client, grpc_request("/test.Echo/Unary"), b"x")
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        assert!(outcome.is_err(), "call succeeded with client cert {cert:?}");
+    }
+    assert!(proxy.shutdown().await);
+}
