@@ -154,6 +154,13 @@ async fn echo_stream(
             // Client reset / connection error: nothing to answer.
             return;
         };
+        if chunk.is_empty() {
+            // h2 surfaces an empty END_STREAM DATA frame as an empty chunk;
+            // echoing it would send an empty non-final DATA frame, which
+            // peers rightly treat as flooding (h2 allows 100 per connection
+            // before ENHANCE_YOUR_CALM).
+            continue;
+        }
         let _ = body.flow_control().release_capacity(chunk.len());
         // Unbounded h2 send buffering is fine: every client keeps at most
         // one message per stream in flight.
