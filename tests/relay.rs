@@ -674,3 +674,103 @@ async fn tls_listener_requires_a_client_certificate_from_the_configured_ca() {
     }
     assert!(proxy.shutdown().await);
 }
+
+#[tokio::test]
+async fn upstream_over_mutual_tls_with_sni_and_failure_mid_call_gives_unavailable() {
+    let mut backend = Backend::start().await;
+    // Strait A: a TLS listener requiring client certificates, in front of the backend.
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\" }}",
+        certs("server.pem"),
+        certs("server-key.pem"),
+        certs("ca.pem")
+    );
+    // A grace of 1 ms: its shutdown cuts calls at once, like a crash.
+    let inner = start_proxy(backend.addr, &tls, "[shutdown]\ngrace = \"1ms\"").await;
+    wait_ready(&inner).await;
+    let inner_addr = inner.listener_addr("test").unwrap();
+    // Strait B dials A over TLS with a client certificate; the certificate names localhost, not the IP
+    // dialled, so the server name is set explicitly.
+    let text = format!(
+        r#"
+        [log]
+        level = "warn"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "inner"
+        address = "{inner_addr}"
+        tls = {{ ca = "{ca}", cert = "{cert}", key = "{key}", server_name = "localhost" }}
+        [[listener]]
+        name = "test"
+        listen = "127.0.0.1:0"
+        upstream = "inner"
+        "#,
+        ca = certs("ca.pem"),
+        cert = certs("client.pem"),
+        key = certs("client-key.pem"),
+    );
+    let outer = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    wait_ready(&outer).await;
+    let client = connect(outer.listener_addr("test").unwrap()).await;
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"two hops")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages[0], Bytes::from_static(b"two hops"));
+    let authority = backend
+        .observed
+        .authorities
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(authority, backend.addr.to_string());
+
+    // A call in flight when the upstream goes away ends with UNAVAILABLE, not a hang.
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { unary(&client, grpc_request("/test.Echo/Hang"), b"x").await }
+    });
+    assert_eq!(backend.next_started().await, "Unary");
+    assert_eq!(backend.next_started().await, "Hang");
+    // Kill A without a drain: its connections close under the call.
+    let kill = tokio::spawn(async move { inner.shutdown().await });
+    let reply = tokio::time::timeout(Duration::from_secs(40), call)
+        .await
+        .unwrap()
+        .unwrap();
+    match reply {
+        Ok(reply) => {
+            assert_eq!(reply.status(), 14, "{}", reply.message());
+            assert!(reply.message().contains("upstream"), "{}", reply.message());
+        }
+        Err(err) => panic!("expected UNAVAILABLE status, got {err:?}"),
+    }
+    let _ = kill.await;
+    assert!(outer.shutdown().await);
+}
+
+#[tokio::test]
+async fn reconnects_when_the_upstream_comes_back() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(addr, "", "").await;
+    let client = connect(proxy.listener_addr("test").unwrap()).await;
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"x")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 14);
+    let _backend = Backend::start_on(addr).await;
+    // Backoff is capped at 200 ms in this config: readiness returns quickly.
+    wait_ready(&proxy).await;
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"back")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages[0], Bytes::from_static(b"back"));
+    assert!(proxy.shutdown().await);
+}

@@ -60,7 +60,11 @@ pub fn take_messages(buf: &mut BytesMut) -> Vec<Bytes> {
 
 impl Backend {
     pub async fn start() -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (started_tx, started) = mpsc::unbounded_channel();
         let (reset_tx, resets) = mpsc::unbounded_channel();

@@ -1,0 +1,197 @@
+//! The `strait` binary: `check` reports every problem with its key and binds nothing, `run` refuses a
+//! bad configuration before binding, `--version`/`--help` work, and SIGTERM drains and exits 0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn strait() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strait"))
+}
+
+fn temp_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("strait-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("strait.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn version_and_help() {
+    let out = strait().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = strait().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("run") && help.contains("check"), "{help}");
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
+    let out = strait().args(["check", "--config", path]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("127.0.0.1:7234") && text.contains("127.0.0.1:7233"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_and_run_report_every_problem_and_bind_nothing() {
+    let port = free_port();
+    let path = temp_config(
+        "bad",
+        &format!(
+            r#"
+            [admin]
+            listen = "127.0.0.1:{port}"
+            [[upstream]]
+            name = "temporal"
+            address = "127.0.0.1"
+            [[listener]]
+            name = "clients"
+            listen = "127.0.0.1:{port}"
+            upstream = "nowhere"
+            tls = {{ cert = "/nonexistent.pem", key = "/nonexistent-key.pem" }}
+            "#
+        ),
+    );
+    for command in ["check", "run"] {
+        let out = strait()
+            .args([command, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for key in [
+            "upstream[0].address",
+            "listener[0].upstream",
+            "listener[0].listen",
+            "listener[0].tls.cert",
+        ] {
+            assert!(err.contains(key), "{command}: {key} missing from {err}");
+        }
+    }
+    // Nothing was bound: the port is still free.
+    TcpListener::bind(("127.0.0.1", port)).unwrap();
+}
+
+#[test]
+fn unknown_key_is_named_with_its_path() {
+    let path = temp_config("unknown", "[admin]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
+    let out = strait()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin.lisen") && err.contains("unknown field"),
+        "{err}"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let (admin, listen, upstream) = (free_port(), free_port(), free_port());
+    let path = temp_config(
+        "sigterm",
+        &format!(
+            r#"
+            [log]
+            format = "json"
+            [admin]
+            listen = "127.0.0.1:{admin}"
+            [[upstream]]
+            name = "up"
+            address = "127.0.0.1:{upstream}"
+            [[listener]]
+            name = "clients"
+            listen = "127.0.0.1:{listen}"
+            upstream = "up"
+            "#
+        ),
+    );
+    let mut child = strait()
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Live, but not ready: nothing listens on the upstream port.
+    loop {
+        if let Some(text) = http_get(admin, "/livez") {
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "admin never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready = http_get(admin, "/readyz").unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("not connected"),
+        "{ready}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strait did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    // JSON logs, one object per line, including the drain.
+    assert!(logs.lines().all(|line| line.starts_with('{')), "{logs}");
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+}
