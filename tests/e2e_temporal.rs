@@ -571,6 +571,7 @@ fn idle_worker_long_poll_outlives_70s_through_strait() {
         failed.is_empty(),
         "calls failed through Strait while idle: {failed:?}\n{calls:?}"
     );
+    eprintln!("bare poll held {raw} s; OK polls while idle: {polls}; calls: {calls:?}");
 
     script.send_line("shutdown");
     let run = script.finish(Duration::from_secs(60)).ok();
