@@ -516,9 +516,10 @@ fn temporal_cli_through_strait_matches_direct() {
 #[test]
 fn idle_worker_long_poll_outlives_70s_through_strait() {
     // By default the server answers an idle poll after ~55 s. Raising the
-    // matching service's hold time makes every poll last until just before the
-    // SDK's 70 s deadline, and the bare poll below (100 s deadline) to ~75 s:
-    // a call that stays silent for more than 70 s inside Strait.
+    // matching service's hold time to 90 s makes every worker poll last until
+    // just before the SDK's 70 s deadline, and the bare poll below (100 s
+    // deadline) well past 70 s: a call that stays silent that long inside
+    // Strait, across several HTTP/2 keepalive pings from the SDK.
     let server = DevServer::start(&DevServerOpts {
         dynamic_config: vec![(
             "matching.longPollExpirationInterval".to_owned(),
@@ -558,12 +559,14 @@ fn idle_worker_long_poll_outlives_70s_through_strait() {
     assert!(strait.is_running(), "strait exited:\n{}", strait.log());
 
     let calls = strait.calls();
-    let polls =
-        ok_calls(&calls, "PollWorkflowTaskQueue") + ok_calls(&calls, "PollActivityTaskQueue");
-    // Each of the 4 worker pollers (2 workflow, 2 activity) completed at least
-    // one ~69 s poll, and the bare poll one of ~75 s or more.
+    let (workflow_polls, activity_polls) = (
+        ok_calls(&calls, "PollWorkflowTaskQueue"),
+        ok_calls(&calls, "PollActivityTaskQueue"),
+    );
+    // The worker's first polls of each kind came back (empty, OK) after ~69 s,
+    // and so did the bare workflow-task poll.
     assert!(
-        polls >= 5.0,
+        workflow_polls >= 2.0 && activity_polls >= 1.0,
         "too few completed OK polls in Strait's metrics: {calls:?}"
     );
     let failed = failed_calls(&calls);
@@ -571,7 +574,7 @@ fn idle_worker_long_poll_outlives_70s_through_strait() {
         failed.is_empty(),
         "calls failed through Strait while idle: {failed:?}\n{calls:?}"
     );
-    eprintln!("bare poll held {raw} s; OK polls while idle: {polls}; calls: {calls:?}");
+    eprintln!("bare poll held {raw} s; calls while idle: {calls:?}");
 
     script.send_line("shutdown");
     let run = script.finish(Duration::from_secs(60)).ok();
