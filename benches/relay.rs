@@ -497,7 +497,18 @@ fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
     for (s, direct, via) in rows {
         let d_rate = direct.as_ref().ok().map(|m| m.outcome.calls_per_sec());
         let v_rate = via.as_ref().ok().map(|m| m.outcome.calls_per_sec());
-        let cell_rate = |x: Option<f64>| x.map(fmt_rate).unwrap_or_else(|| "failed".into());
+        let cell_rate = |m: &Result<Measurement, String>| match m {
+            Ok(m) => {
+                let bad = m.outcome.failures + m.outcome.stuck as u64;
+                let rate = fmt_rate(m.outcome.calls_per_sec());
+                if bad > 0 {
+                    format!("{rate} ({bad} failed)")
+                } else {
+                    rate
+                }
+            }
+            Err(_) => "failed".into(),
+        };
         let ratio = match (d_rate, v_rate) {
             (Some(d), Some(v)) if d > 0.0 => format!("{:.2}", v / d),
             _ => "–".into(),
@@ -524,11 +535,11 @@ fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
             r,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             s.name,
-            cell_rate(d_rate),
+            cell_rate(direct),
             if o.direct_only {
                 "–".into()
             } else {
-                cell_rate(v_rate)
+                cell_rate(via)
             },
             ratio,
             lat(direct),
