@@ -210,6 +210,9 @@ async fn relay(
                     .send_trailers(forwardable(trailers))
                     .map_err(CallError::UpstreamFailed),
                 Ok(BodyEnd::EndOfStream) => Ok(()),
+                // The upstream answered without needing the rest of the request (RFC 9113 §8.1):
+                // not an error; the response carries the outcome.
+                Err(PumpError::DstReset(Reason::NO_ERROR)) => Ok(()),
                 Err(err) => Err(request_error(err)),
             }
         };

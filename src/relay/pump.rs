@@ -89,22 +89,31 @@ async fn pump_inner(
         decoder.check_chunk(&chunk).map_err(PumpError::Frame)?;
         counters.bytes.increment(len as u64);
         held += len;
-        let out = if pending.is_empty() && (decoder.at_boundary() || len >= COALESCE_BELOW) {
+        // END_STREAM rides on the last DATA frame, as the sender sent it: a separate empty frame would
+        // leave the peer a moment where it holds a whole request that is not closed yet.
+        let end = src.is_end_stream();
+        let out = if pending.is_empty() && (end || decoder.at_boundary() || len >= COALESCE_BELOW) {
             // The common case: whole messages, or large parts of one, forwarded without a copy.
             chunk
         } else {
             pending.extend_from_slice(&chunk);
-            if !decoder.at_boundary() && pending.len() < COALESCE_BELOW {
+            if !end && !decoder.at_boundary() && pending.len() < COALESCE_BELOW {
                 continue;
             }
             pending.split().freeze()
         };
-        send_all(dst, out).await?;
+        if end {
+            decoder.finish().map_err(PumpError::Frame)?;
+        }
+        send_all(dst, out, end).await?;
         // Only now, with the bytes accepted by the other side's window, may the sender send more.
         src.flow_control()
             .release_capacity(held)
             .map_err(PumpError::Src)?;
         held = 0;
+        if end {
+            return Ok(BodyEnd::EndOfStream);
+        }
     }
     // At a boundary nothing is pending: fragments are flushed as soon as their message completes.
     decoder.finish().map_err(PumpError::Frame)?;
@@ -118,8 +127,19 @@ async fn pump_inner(
     }
 }
 
-/// Sends `chunk` as the peer's flow-control window allows, never buffering beyond it.
-pub async fn send_all(dst: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(), PumpError> {
+/// Sends `chunk` as the peer's flow-control window allows, never buffering beyond it; with `end`, the
+/// last part carries END_STREAM.
+pub async fn send_all(
+    dst: &mut SendStream<Bytes>,
+    mut chunk: Bytes,
+    end: bool,
+) -> Result<(), PumpError> {
+    if chunk.is_empty() {
+        if end {
+            dst.send_data(chunk, true).map_err(PumpError::Dst)?;
+        }
+        return Ok(());
+    }
     while !chunk.is_empty() {
         dst.reserve_capacity(chunk.len());
         let mut available = dst.capacity();
@@ -147,7 +167,8 @@ pub async fn send_all(dst: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(
             .await?;
         }
         let part = chunk.split_to(available.min(chunk.len()));
-        dst.send_data(part, false).map_err(PumpError::Dst)?;
+        dst.send_data(part, end && chunk.is_empty())
+            .map_err(PumpError::Dst)?;
     }
     Ok(())
 }
