@@ -232,6 +232,27 @@ async fn trailers_only_error_passes_as_trailers_only() {
 }
 
 #[tokio::test]
+async fn complete_response_before_the_request_ends_is_relayed() {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, "").await;
+    let client = connect(addr).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/EarlyReply"), false)
+        .unwrap();
+    // The request stays open while the upstream answers in full.
+    stream.send_data(frame(b"early"), false).unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), read_reply(response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages, vec![Bytes::from_static(b"early")]);
+    backend.observed.gate.notify_one();
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
 async fn client_cancellation_resets_the_upstream_stream() {
     let mut backend = Backend::start().await;
     let (proxy, addr) = ready_proxy(&backend, "").await;

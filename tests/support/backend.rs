@@ -218,6 +218,28 @@ async fn handle(
             watch_reset(&obs, &method, &mut respond).await;
             drop(body);
         }
+        "EarlyReply" => {
+            // Answer after the first message, without waiting for the request to end (as grpc-go
+            // servers do for unary calls), and keep the stream until the test is done.
+            let mut buf = BytesMut::new();
+            let first = loop {
+                let Some(Ok(chunk)) = body.data().await else {
+                    return;
+                };
+                let _ = body.flow_control().release_capacity(chunk.len());
+                buf.extend_from_slice(&chunk);
+                if let Some(m) = take_messages(&mut buf).into_iter().next() {
+                    break m;
+                }
+            };
+            let Ok(mut stream) = respond.send_response(response_headers(), false) else {
+                return;
+            };
+            let _ = send(&mut stream, frame(&first)).await;
+            let _ = stream.send_trailers(ok_trailers());
+            obs.gate.notified().await;
+            drop(body);
+        }
         "Reset" => {
             let _ = read_all(&mut body).await;
             respond.send_reset(Reason::CANCEL);
