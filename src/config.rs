@@ -254,6 +254,18 @@ pub struct ListenerLimits {
         with = "humantime_serde"
     )]
     pub idle_timeout: Duration,
+    /// HTTP/2 PING sent to clients this often; a missing pong after `keepalive_timeout` closes the
+    /// connection, so calls on a dead peer (e.g. a long poll from a vanished worker) do not linger.
+    #[serde(
+        default = "ListenerLimits::default_keepalive_interval",
+        with = "humantime_serde"
+    )]
+    pub keepalive_interval: Duration,
+    #[serde(
+        default = "ListenerLimits::default_keepalive_timeout",
+        with = "humantime_serde"
+    )]
+    pub keepalive_timeout: Duration,
     /// Upper bound on any call's duration. Unset (the default) = only the call's own `grpc-timeout`;
     /// when set, a call's own longer timeout still wins, so Temporal long polls are never cut short.
     #[serde(default, with = "humantime_serde")]
@@ -285,6 +297,12 @@ impl ListenerLimits {
     fn default_idle_timeout() -> Duration {
         Duration::from_secs(15 * 60)
     }
+    fn default_keepalive_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_keepalive_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
 }
 
 impl Default for ListenerLimits {
@@ -298,6 +316,8 @@ impl Default for ListenerLimits {
             connection_window_bytes: Self::default_connection_window(),
             handshake_timeout: Self::default_handshake_timeout(),
             idle_timeout: Self::default_idle_timeout(),
+            keepalive_interval: Self::default_keepalive_interval(),
+            keepalive_timeout: Self::default_keepalive_timeout(),
             max_call_duration: None,
         }
     }
@@ -525,6 +545,18 @@ impl Config {
             if limits.idle_timeout.is_zero() {
                 report(
                     key("limits.idle_timeout"),
+                    "must be greater than zero".into(),
+                );
+            }
+            if limits.keepalive_interval.is_zero() {
+                report(
+                    key("limits.keepalive_interval"),
+                    "must be greater than zero".into(),
+                );
+            }
+            if limits.keepalive_timeout.is_zero() {
+                report(
+                    key("limits.keepalive_timeout"),
                     "must be greater than zero".into(),
                 );
             }

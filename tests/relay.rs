@@ -795,3 +795,71 @@ async fn reconnects_when_the_upstream_comes_back() {
     assert_eq!(reply.messages[0], Bytes::from_static(b"back"));
     assert!(proxy.shutdown().await);
 }
+
+/// A TCP forwarder that can freeze: bytes stop flowing both ways, as when a peer's host vanishes.
+async fn freezable_forwarder(
+    target: SocketAddr,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&frozen);
+    tokio::spawn(async move {
+        let (inbound, _) = listener.accept().await.unwrap();
+        let outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut in_read, mut in_write) = inbound.into_split();
+        let (mut out_read, mut out_write) = outbound.into_split();
+        async fn copy(
+            from: &mut tokio::net::tcp::OwnedReadHalf,
+            to: &mut tokio::net::tcp::OwnedWriteHalf,
+            frozen: &std::sync::atomic::AtomicBool,
+        ) {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let Ok(n) = from.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 || frozen.load(Ordering::SeqCst) {
+                    // Frozen: swallow everything, answer nothing, keep the sockets open.
+                    if n == 0 {
+                        return;
+                    }
+                    continue;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let f1 = Arc::clone(&flag);
+        let a = tokio::spawn(async move { copy(&mut in_read, &mut out_write, &f1).await });
+        copy(&mut out_read, &mut in_write, &flag).await;
+        let _ = a.await;
+    });
+    (addr, frozen)
+}
+
+#[tokio::test]
+async fn vanished_client_is_detected_by_keepalive_and_its_call_cancelled() {
+    let mut backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(
+        &backend,
+        "limits = { keepalive_interval = \"200ms\", keepalive_timeout = \"300ms\" }",
+    )
+    .await;
+    let (via, frozen) = freezable_forwarder(addr).await;
+    let client = connect(via).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (_response, mut stream) = send
+        .send_request(grpc_request("/test.Echo/Hang"), false)
+        .unwrap();
+    stream.send_data(frame(b"long poll"), true).unwrap();
+    assert_eq!(backend.next_started().await, "Hang");
+    frozen.store(true, Ordering::SeqCst);
+    // No pong arrives: the proxy closes the connection and cancels the upstream call.
+    assert_eq!(
+        backend.next_reset().await,
+        ("Hang".to_owned(), Reason::CANCEL)
+    );
+    assert!(proxy.shutdown().await);
+}

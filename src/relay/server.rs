@@ -2,9 +2,11 @@
 //! connection's own task) and each client connection's HTTP/2 driver, which spawns one task per call,
 //! closes idle connections and, on shutdown, sends GOAWAY and keeps serving until its calls drain.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -146,9 +148,35 @@ async fn serve_connection(
     let idle_timeout = limits.idle_timeout;
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
+    let mut ping_pong = connection.ping_pong();
+    let keepalive = tokio::time::sleep(limits.keepalive_interval);
+    tokio::pin!(keepalive);
+    let mut awaiting_pong = false;
     let mut draining = false;
     loop {
         tokio::select! {
+            () = &mut keepalive => {
+                if awaiting_pong {
+                    debug!(timeout = ?limits.keepalive_timeout, "no keepalive pong; closing connection");
+                    connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    break;
+                }
+                if let Some(pinger) = ping_pong.as_mut() {
+                    awaiting_pong = pinger.send_ping(h2::Ping::opaque()).is_ok();
+                }
+                let next = if awaiting_pong { limits.keepalive_timeout } else { limits.keepalive_interval };
+                keepalive.as_mut().reset((Instant::now() + next).into());
+            }
+            pong = poll_fn(|cx| match ping_pong.as_mut() {
+                Some(pinger) => pinger.poll_pong(cx),
+                None => Poll::Pending,
+            }), if awaiting_pong => {
+                awaiting_pong = false;
+                if pong.is_err() {
+                    break;
+                }
+                keepalive.as_mut().reset((Instant::now() + limits.keepalive_interval).into());
+            }
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     activity.open.fetch_add(1, Ordering::AcqRel);
