@@ -132,5 +132,6 @@ step "Asking Temporal about it with the temporal CLI, also through Strait"
 
 step "Calls Strait relayed (from its /metrics)"
 http_get "http://127.0.0.1:$admin_port/metrics" | grep '^strait_calls_total{' | grep 'listener="clients"' | sort | head -n 20
+echo "(CANCELLED polls are the worker cancelling its own idle long polls when it shut down.)"
 
 step "Done: stopping Strait and the dev server"
