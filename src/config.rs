@@ -381,9 +381,40 @@ impl Config {
         let deserializer = toml::Deserializer::new(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();
-            let key = if key == "." { "(file)".to_owned() } else { key };
-            // toml's message carries line/column and a snippet; keep its first line plus the cause.
-            let message = err.into_inner().message().trim().to_owned();
+            let key = match key.as_str() {
+                "." => "(file)".to_owned(),
+                // A key that is itself the empty string (`"" = 1`).
+                "" => "\"\"".to_owned(),
+                _ => key,
+            };
+            let inner = err.into_inner();
+            // Syntax errors carry their text only in Display; keep the short message when there is one.
+            let mut message = inner.message().trim().to_owned();
+            if message.is_empty() {
+                message = inner
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid TOML")
+                    .trim()
+                    .to_owned();
+            }
+            if message.is_empty() {
+                let found = inner
+                    .span()
+                    .and_then(|span| text.get(span.start..))
+                    .and_then(|t| t.chars().next());
+                message = match found {
+                    Some(c) if c.is_control() => {
+                        format!("invalid TOML: control character U+{:04X}", c as u32)
+                    }
+                    _ => "invalid TOML".to_owned(),
+                };
+            }
+            if let Some(span) = inner.span() {
+                let (line, column) = line_column(text, span.start);
+                message = format!("{message} (line {line}, column {column})");
+            }
             ConfigError::Invalid {
                 problems: vec![Problem { key, message }],
             }
@@ -590,6 +621,14 @@ impl Config {
     }
 }
 
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 fn check_name(
     name: &str,
     key: &str,
@@ -666,6 +705,38 @@ mod tests {
         let err = Config::parse(&text).unwrap_err();
         assert_eq!(err.problems()[0].key, "listener[0].limits.bogus", "{err}");
         assert!(err.to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn syntax_error_has_a_message_and_position() {
+        let err =
+            Config::parse("[admin]\nlisten = \"127.0.0.1:1\"\n# bad \u{7} char\n").unwrap_err();
+        let problem = &err.problems()[0];
+        assert!(!problem.message.is_empty());
+        assert!(problem.message.contains("line 3"), "{problem:?}");
+        let err = Config::parse("[[listener]]\nname = \n").unwrap_err();
+        assert!(err.problems()[0].message.contains("line 2"), "{err}");
+    }
+
+    /// Found by the config_parse fuzz target: NUL bytes in a comment gave a problem with no message.
+    #[test]
+    fn fuzz_regression_nul_in_comment() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/config/fuzz-crash-nul-in-comment.toml");
+        let err = Config::load(&path).unwrap_err();
+        let problem = &err.problems()[0];
+        assert_eq!(problem.key, "(file)");
+        assert!(
+            problem.message.contains("U+0000") && problem.message.contains("line 4"),
+            "{problem:?}"
+        );
+    }
+
+    /// Found by the config_parse fuzz target: an empty key gave a problem with an empty key path.
+    #[test]
+    fn fuzz_regression_empty_key() {
+        let err = Config::parse("\"\"=\"\"").unwrap_err();
+        assert_eq!(err.problems()[0].key, "\"\"");
     }
 
     #[test]
