@@ -68,6 +68,23 @@ async fn ready_proxy(backend: &Backend, listener_extra: &str) -> (Running, Socke
     (running, addr)
 }
 
+/// A backend, a ready proxy in front of it (with extra listener settings) and a client connection.
+async fn setup(listener_extra: &str) -> (Backend, Running, h2::client::SendRequest<Bytes>) {
+    let backend = Backend::start().await;
+    let (proxy, addr) = ready_proxy(&backend, listener_extra).await;
+    let client = connect(addr).await;
+    (backend, proxy, client)
+}
+
+/// Opens a call; the request body is the caller's to send.
+async fn start_call(
+    client: &h2::client::SendRequest<Bytes>,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let mut send = client.clone().ready().await.unwrap();
+    send.send_request(grpc_request(path), false).unwrap()
+}
+
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
@@ -87,9 +104,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn unary_relays_messages_metadata_and_trailers_for_any_method() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
+    let (backend, proxy, client) = setup("").await;
     let mut request = grpc_request("/some.unknown.v9.Service/NeverHeardOf");
     request
         .headers_mut()
@@ -134,13 +149,8 @@ async fn unary_relays_messages_metadata_and_trailers_for_any_method() {
 
 #[tokio::test]
 async fn messages_split_across_frames_and_joined_in_one_frame_are_relayed() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
-    let mut send = client.clone().ready().await.unwrap();
-    let (response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Unary"), false)
-        .unwrap();
+    let (_backend, proxy, client) = setup("").await;
+    let (response, mut stream) = start_call(&client, "/test.Echo/Unary").await;
     let first = frame(&[3u8; 1000]);
     for byte in first.iter() {
         stream
@@ -161,15 +171,10 @@ async fn messages_split_across_frames_and_joined_in_one_frame_are_relayed() {
 
 #[tokio::test]
 async fn client_streaming_server_streaming_and_bidi_calls_relay() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
+    let (_backend, proxy, client) = setup("").await;
 
     // Client streaming: many request messages, echoed after the request ends.
-    let mut send = client.clone().ready().await.unwrap();
-    let (response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Collect"), false)
-        .unwrap();
+    let (response, mut stream) = start_call(&client, "/test.Echo/Collect").await;
     for i in 0..20u8 {
         stream.send_data(frame(&[i; 10]), false).unwrap();
     }
@@ -179,10 +184,7 @@ async fn client_streaming_server_streaming_and_bidi_calls_relay() {
     assert_eq!(reply.messages[19], Bytes::from(vec![19u8; 10]));
 
     // Bidi: strict ping-pong proves each message is forwarded as soon as it is complete.
-    let mut send = client.clone().ready().await.unwrap();
-    let (response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Stream"), false)
-        .unwrap();
+    let (response, mut stream) = start_call(&client, "/test.Echo/Stream").await;
     let response = tokio::time::timeout(Duration::from_secs(5), response)
         .await
         .unwrap()
@@ -219,9 +221,7 @@ async fn client_streaming_server_streaming_and_bidi_calls_relay() {
 
 #[tokio::test]
 async fn trailers_only_error_passes_as_trailers_only() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
+    let (_backend, proxy, client) = setup("").await;
     let reply = unary(&client, grpc_request("/test.Echo/TrailersOnly"), b"x")
         .await
         .unwrap();
@@ -233,13 +233,8 @@ async fn trailers_only_error_passes_as_trailers_only() {
 
 #[tokio::test]
 async fn complete_response_before_the_request_ends_is_relayed() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
-    let mut send = client.clone().ready().await.unwrap();
-    let (response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/EarlyReply"), false)
-        .unwrap();
+    let (backend, proxy, client) = setup("").await;
+    let (response, mut stream) = start_call(&client, "/test.Echo/EarlyReply").await;
     // The request stays open while the upstream answers in full.
     stream.send_data(frame(b"early"), false).unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(5), read_reply(response))
@@ -254,13 +249,8 @@ async fn complete_response_before_the_request_ends_is_relayed() {
 
 #[tokio::test]
 async fn client_cancellation_resets_the_upstream_stream() {
-    let mut backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
-    let mut send = client.clone().ready().await.unwrap();
-    let (_response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Hang"), false)
-        .unwrap();
+    let (mut backend, proxy, client) = setup("").await;
+    let (_response, mut stream) = start_call(&client, "/test.Echo/Hang").await;
     stream.send_data(frame(b"wait forever"), true).unwrap();
     assert_eq!(backend.next_started().await, "Hang");
     stream.send_reset(Reason::CANCEL);
@@ -273,9 +263,7 @@ async fn client_cancellation_resets_the_upstream_stream() {
 
 #[tokio::test]
 async fn upstream_reset_reaches_the_client() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
+    let (_backend, proxy, client) = setup("").await;
     let err = unary(&client, grpc_request("/test.Echo/Reset"), b"x")
         .await
         .unwrap_err();
@@ -313,9 +301,7 @@ async fn upstream_down_gives_unavailable_promptly() {
 
 #[tokio::test]
 async fn oversized_messages_fail_with_resource_exhausted_both_ways() {
-    let mut backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "limits = { max_message_bytes = 1024 }").await;
-    let client = connect(addr).await;
+    let (mut backend, proxy, client) = setup("limits = { max_message_bytes = 1024 }").await;
 
     let reply = unary(&client, grpc_request("/test.Echo/Hang"), &[0u8; 2000])
         .await
@@ -354,13 +340,8 @@ async fn oversized_messages_fail_with_resource_exhausted_both_ways() {
 
 #[tokio::test]
 async fn malformed_frame_fails_with_internal() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
-    let mut send = client.clone().ready().await.unwrap();
-    let (response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Hang"), false)
-        .unwrap();
+    let (_backend, proxy, client) = setup("").await;
+    let (response, mut stream) = start_call(&client, "/test.Echo/Hang").await;
     stream
         .send_data(Bytes::from_static(&[9, 0, 0, 0, 1, 0]), true)
         .unwrap();
@@ -376,10 +357,7 @@ async fn malformed_frame_fails_with_internal() {
     );
 
     // A request that ends inside a message is refused the same way.
-    let mut send = client.clone().ready().await.unwrap();
-    let (response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Hang"), false)
-        .unwrap();
+    let (response, mut stream) = start_call(&client, "/test.Echo/Hang").await;
     stream
         .send_data(Bytes::from_static(&[0, 0, 0, 0, 9, 1, 2]), true)
         .unwrap();
@@ -398,9 +376,7 @@ async fn malformed_frame_fails_with_internal() {
 
 #[tokio::test]
 async fn non_grpc_request_is_refused_with_a_status() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
+    let (_backend, proxy, client) = setup("").await;
     let mut request = grpc_request("/test.Echo/Unary");
     request
         .headers_mut()
@@ -412,9 +388,7 @@ async fn non_grpc_request_is_refused_with_a_status() {
 
 #[tokio::test]
 async fn own_deadline_is_enforced_when_the_upstream_hangs() {
-    let mut backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
+    let (mut backend, proxy, client) = setup("").await;
     let mut request = grpc_request("/test.Echo/Hang");
     request
         .headers_mut()
@@ -431,9 +405,7 @@ async fn own_deadline_is_enforced_when_the_upstream_hangs() {
 
 #[tokio::test]
 async fn proxy_cap_never_cuts_a_call_with_a_longer_own_timeout() {
-    let mut backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "limits = { max_call_duration = \"200ms\" }").await;
-    let client = connect(addr).await;
+    let (mut backend, proxy, client) = setup("limits = { max_call_duration = \"200ms\" }").await;
     let mut request = grpc_request("/test.Echo/Gate");
     request
         .headers_mut()
@@ -475,13 +447,8 @@ async fn settle(value: impl Fn() -> u64, quiet: Duration) -> u64 {
 
 #[tokio::test]
 async fn slow_upstream_reader_stalls_the_client_with_bounded_buffering() {
-    let mut backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
-    let mut send = client.clone().ready().await.unwrap();
-    let (_response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/NoRead"), false)
-        .unwrap();
+    let (mut backend, proxy, client) = setup("").await;
+    let (_response, mut stream) = start_call(&client, "/test.Echo/NoRead").await;
     // Offer 64 MiB; count what flow control lets through before it stalls.
     let message = frame(&vec![5u8; 1024 * 1024 - 5]);
     let mut accepted = 0usize;
@@ -522,13 +489,8 @@ async fn slow_upstream_reader_stalls_the_client_with_bounded_buffering() {
 
 #[tokio::test]
 async fn slow_client_reader_stalls_the_upstream_with_bounded_buffering() {
-    let backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
-    let mut send = client.clone().ready().await.unwrap();
-    let (response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Flood"), false)
-        .unwrap();
+    let (backend, proxy, client) = setup("").await;
+    let (response, mut stream) = start_call(&client, "/test.Echo/Flood").await;
     stream.send_data(frame(b"go"), true).unwrap();
     let response = tokio::time::timeout(Duration::from_secs(5), response)
         .await
@@ -560,19 +522,18 @@ async fn slow_client_reader_stalls_the_upstream_with_bounded_buffering() {
 
 #[tokio::test]
 async fn graceful_shutdown_drains_an_in_flight_call() {
-    let mut backend = Backend::start().await;
-    let (proxy, addr) = ready_proxy(&backend, "").await;
-    let client = connect(addr).await;
+    let (mut backend, proxy, client) = setup("").await;
     let call = tokio::spawn({
         let client = client.clone();
         async move { unary(&client, grpc_request("/test.Echo/Gate"), b"drain me").await }
     });
     assert_eq!(backend.next_started().await, "Gate");
+    let proxy_addr = proxy.listener_addr("test").unwrap();
     let shutdown = tokio::spawn(proxy.shutdown());
     // New connections are refused once the listener stops accepting.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let refused = match tokio::net::TcpStream::connect(addr).await {
+        let refused = match tokio::net::TcpStream::connect(proxy_addr).await {
             Err(_) => true,
             Ok(tcp) => h2::client::handshake(tcp).await.is_err(),
         };
@@ -849,10 +810,7 @@ async fn vanished_client_is_detected_by_keepalive_and_its_call_cancelled() {
     .await;
     let (via, frozen) = freezable_forwarder(addr).await;
     let client = connect(via).await;
-    let mut send = client.clone().ready().await.unwrap();
-    let (_response, mut stream) = send
-        .send_request(grpc_request("/test.Echo/Hang"), false)
-        .unwrap();
+    let (_response, mut stream) = start_call(&client, "/test.Echo/Hang").await;
     stream.send_data(frame(b"long poll"), true).unwrap();
     assert_eq!(backend.next_started().await, "Hang");
     frozen.store(true, Ordering::SeqCst);
