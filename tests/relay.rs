@@ -821,3 +821,44 @@ async fn vanished_client_is_detected_by_keepalive_and_its_call_cancelled() {
     );
     assert!(proxy.shutdown().await);
 }
+
+#[tokio::test]
+async fn several_listeners_each_relay_to_their_own_upstream() {
+    let (first, second) = (Backend::start().await, Backend::start().await);
+    let text = format!(
+        r#"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "one"
+        address = "{}"
+        [[upstream]]
+        name = "two"
+        address = "{}"
+        connections = 3
+        [[listener]]
+        name = "a"
+        listen = "127.0.0.1:0"
+        upstream = "one"
+        [[listener]]
+        name = "b"
+        listen = "127.0.0.1:0"
+        upstream = "two"
+        "#,
+        first.addr, second.addr
+    );
+    let proxy = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    wait_ready(&proxy).await;
+    for (listener, backend, calls) in [("a", &first, 2), ("b", &second, 6)] {
+        let client = connect(proxy.listener_addr(listener).unwrap()).await;
+        for i in 0..calls {
+            let body = format!("{listener}{i}");
+            let reply = unary(&client, grpc_request("/test.Echo/Unary"), body.as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(reply.messages[0], Bytes::from(body));
+        }
+        assert_eq!(backend.observed.authorities.lock().unwrap().len(), calls);
+    }
+    assert!(proxy.shutdown().await);
+}
