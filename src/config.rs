@@ -4,7 +4,7 @@
 //! Parsing stops at the first syntax or type error (serde cannot go on past it); semantic checks
 //! (addresses, names, references, TLS material, limits) all run and are reported together.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub descriptors: DescriptorsConfig,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default, rename = "listener")]
@@ -93,6 +95,15 @@ impl Default for AdminConfig {
             listen: Self::default_listen(),
         }
     }
+}
+
+/// The descriptor set that guides rewriting: the embedded one (Temporal Server 1.32.0) unless `file`
+/// names another (e.g. dumped from another Temporal release with `strait descriptors dump`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorsConfig {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +229,32 @@ pub struct ListenerConfig {
     pub tls: Option<ServerTlsConfig>,
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// Names translated between this listener's clients and its upstream.
+    #[serde(default)]
+    pub translate: TranslateConfig,
+}
+
+/// Client-side name = upstream-side name. Requests are translated one way, responses the other.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranslateConfig {
+    /// Namespace names: `{ "orders" = "orders-prod" }`.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, String>,
+    /// Search-attribute names per client-side namespace: `{ "orders" = { "CustomerId" = "OrderCustomer" } }`.
+    #[serde(default)]
+    pub search_attributes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Repair invalid UTF-8 in every string field of upstream responses (to U+FFFD), counting each.
+    #[serde(default)]
+    pub repair_utf8: bool,
+}
+
+impl TranslateConfig {
+    pub fn is_empty(&self) -> bool {
+        self.namespaces.is_empty()
+            && self.search_attributes.values().all(BTreeMap::is_empty)
+            && !self.repair_utf8
+    }
 }
 
 /// Bounds applied to every connection and call of a listener.
@@ -448,6 +485,11 @@ impl Config {
                 format!("{:?} is not an ip:port address", self.admin.listen),
             ),
         }
+        if let Some(file) = &self.descriptors.file {
+            if let Err(err) = crate::descriptor_set::Descriptors::load(file) {
+                report("descriptors.file".into(), err.to_string());
+            }
+        }
         if self.shutdown.grace > Duration::from_secs(24 * 3600) {
             report("shutdown.grace".into(), "must be at most 24h".into());
         }
@@ -536,6 +578,18 @@ impl Config {
                     report(key(&format!("tls.{}", err.key())), err.to_string());
                 }
             }
+            check_mapping(
+                &listener.translate.namespaces,
+                &key("translate.namespaces"),
+                &mut report,
+            );
+            for (namespace, names) in &listener.translate.search_attributes {
+                let map_key = key(&format!("translate.search_attributes.{namespace}"));
+                if namespace.is_empty() {
+                    report(map_key.clone(), "the namespace name is empty".into());
+                }
+                check_mapping(names, &map_key, &mut report);
+            }
             let limits = &listener.limits;
             if limits.max_connections == 0 {
                 report(key("limits.max_connections"), "must be at least 1".into());
@@ -618,6 +672,26 @@ impl Config {
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+/// A translation must be one-to-one with non-empty names, or responses could not be mapped back.
+fn check_mapping(
+    map: &BTreeMap<String, String>,
+    key: &str,
+    report: &mut impl FnMut(String, String),
+) {
+    let mut targets: HashMap<&str, &str> = HashMap::new();
+    for (from, to) in map {
+        if from.is_empty() || to.is_empty() {
+            report(format!("{key}.{from}"), "names must not be empty".into());
+        }
+        if let Some(first) = targets.insert(to.as_str(), from.as_str()) {
+            report(
+                format!("{key}.{from}"),
+                format!("{from:?} and {first:?} both map to {to:?}: a mapping must be one-to-one"),
+            );
+        }
     }
 }
 

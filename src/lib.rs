@@ -23,9 +23,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod descriptor_set;
 pub mod grpc;
 pub mod metrics;
+pub mod reflection;
 pub mod relay;
+pub mod rewrite;
 pub mod telemetry;
 pub mod transport;
 
@@ -45,6 +48,7 @@ use crate::grpc::method::MethodLabeler;
 use crate::relay::server::{serve_listener, Lifecycle};
 use crate::relay::upstream::UpstreamPool;
 use crate::relay::ListenerContext;
+use crate::rewrite::{PlanCache, Rewriter};
 use crate::transport::connect::ConnectError;
 use crate::transport::listen::{ListenError, Listener};
 
@@ -60,6 +64,8 @@ pub enum StartError {
     },
     #[error("upstream {name:?}: {source}")]
     Upstream { name: String, source: ConnectError },
+    #[error("descriptor set: {0}")]
+    Descriptors(descriptor_set::DescriptorError),
     #[error("listener {listener:?} names unknown upstream {upstream:?}")]
     UnknownUpstream { listener: String, upstream: String },
 }
@@ -182,6 +188,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         stop_background.clone(),
     ));
 
+    // Descriptors and rewrite plans only when some listener edits anything: a pure relay never
+    // decodes a descriptor.
+    let mut rewriters: HashMap<&str, Option<Arc<Rewriter>>> = HashMap::new();
+    if config.listeners.iter().any(|l| !l.translate.is_empty()) {
+        let descriptors =
+            descriptor_set::Descriptors::embedded_or_load(config.descriptors.file.as_deref())
+                .map_err(StartError::Descriptors)?;
+        let mut plans = PlanCache::default();
+        for listener in &config.listeners {
+            let rewriter = Rewriter::new(&listener.translate, descriptors.pool(), &mut plans);
+            rewriters.insert(listener.name.as_str(), rewriter);
+        }
+    }
+
     let labeler = Arc::new(MethodLabeler::default());
     let mut listeners = HashMap::new();
     for (listener_config, listener) in bound {
@@ -208,6 +228,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             limits: listener_config.limits.clone(),
             metrics: metrics::ListenerMetrics::new(&listener_config.name),
             labeler: Arc::clone(&labeler),
+            rewriter: rewriters.remove(listener_config.name.as_str()).flatten(),
         });
         connections.spawn(serve_listener(
             listener,

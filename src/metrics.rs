@@ -30,6 +30,8 @@ pub const CONNECTIONS_OPEN: &str = "strait_connections_open";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "strait_connections_refused_total";
 /// Calls failed by the proxy itself, by listener and reason (see `RelayErrorKind`).
 pub const RELAY_ERRORS_TOTAL: &str = "strait_relay_errors_total";
+/// Fields edited by the rewriter, by listener and kind (namespace|search_attribute|query|utf8_repair).
+pub const REWRITE_FIELDS_TOTAL: &str = "strait_rewrite_fields_total";
 /// Upstream HTTP/2 connections up now, by upstream.
 pub const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
 /// Failed upstream connection attempts, by upstream.
@@ -87,6 +89,7 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
     describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Client connections refused");
     describe_counter!(RELAY_ERRORS_TOTAL, "Calls failed by the proxy");
+    describe_counter!(REWRITE_FIELDS_TOTAL, "Fields edited by the rewriter");
     describe_gauge!(UPSTREAM_CONNECTIONS_OPEN, "Upstream HTTP/2 connections up");
     describe_counter!(
         UPSTREAM_CONNECT_ERRORS_TOTAL,
@@ -103,16 +106,18 @@ pub enum RelayErrorKind {
     MalformedFrame,
     DeadlineExceeded,
     NotGrpc,
+    RewriteFailed,
 }
 
 impl RelayErrorKind {
-    const ALL: [RelayErrorKind; 6] = [
+    const ALL: [RelayErrorKind; 7] = [
         RelayErrorKind::UpstreamUnavailable,
         RelayErrorKind::UpstreamFailed,
         RelayErrorKind::MessageTooLarge,
         RelayErrorKind::MalformedFrame,
         RelayErrorKind::DeadlineExceeded,
         RelayErrorKind::NotGrpc,
+        RelayErrorKind::RewriteFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +128,7 @@ impl RelayErrorKind {
             RelayErrorKind::MalformedFrame => "malformed_frame",
             RelayErrorKind::DeadlineExceeded => "deadline_exceeded",
             RelayErrorKind::NotGrpc => "not_grpc",
+            RelayErrorKind::RewriteFailed => "rewrite_failed",
         }
     }
 }
@@ -158,7 +164,8 @@ pub struct ListenerMetrics {
     pub response_messages: Counter,
     pub connections_total: Counter,
     pub connections_open: Gauge,
-    errors: [Counter; 6],
+    errors: [Counter; 7],
+    rewrites: [Counter; 4],
     methods: Mutex<HashMap<MethodKey, Arc<MethodMetrics>>>,
 }
 
@@ -177,6 +184,8 @@ impl ListenerMetrics {
             connections_open: gauge!(CONNECTIONS_OPEN, "listener" => l.clone()),
             errors: RelayErrorKind::ALL
                 .map(|kind| counter!(RELAY_ERRORS_TOTAL, "listener" => l.clone(), "reason" => kind.as_str())),
+            rewrites: ["namespace", "search_attribute", "query", "utf8_repair"]
+                .map(|kind| counter!(REWRITE_FIELDS_TOTAL, "listener" => l.clone(), "kind" => kind)),
             methods: Mutex::new(HashMap::new()),
             name,
         }
@@ -185,6 +194,20 @@ impl ListenerMetrics {
     pub fn relay_error(&self, kind: RelayErrorKind) {
         if let Some(i) = RelayErrorKind::ALL.iter().position(|k| *k == kind) {
             self.errors[i].increment(1);
+        }
+    }
+
+    /// Counts what a call's edits changed.
+    pub fn rewrote(&self, stats: &crate::rewrite::walker::EditStats) {
+        for (counter, n) in self.rewrites.iter().zip([
+            stats.namespaces,
+            stats.search_attributes,
+            stats.queries,
+            stats.utf8_repairs,
+        ]) {
+            if n > 0 {
+                counter.increment(n);
+            }
         }
     }
 

@@ -20,4 +20,6 @@ pub struct ListenerContext {
     pub limits: ListenerLimits,
     pub metrics: ListenerMetrics,
     pub labeler: Arc<MethodLabeler>,
+    /// Name translation and UTF-8 repair; `None` relays every message untouched.
+    pub rewriter: Option<Arc<crate::rewrite::Rewriter>>,
 }

@@ -14,12 +14,15 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use tracing::{debug, warn};
 
-use super::pump::{pump_body, BodyEnd, Counters, PumpError};
+use super::pump::{pump_body, BodyEnd, Counters, Edits, PumpError};
 use super::ListenerContext;
 use crate::grpc::frame::{FrameDecoder, FrameError};
 use crate::grpc::status::{Code, Status};
 use crate::grpc::timeout;
 use crate::metrics::RelayErrorKind;
+use crate::rewrite::compression::{CompressionError, Encoding};
+use crate::rewrite::walker::{EditError, EditStats};
+use crate::rewrite::{status_details, Direction, MessageEditor, RewriteError, Rewriter};
 
 /// Grace after a call's own deadline before the proxy ends it: the upstream normally answers
 /// DEADLINE_EXCEEDED itself, and its answer is the better one.
@@ -45,7 +48,45 @@ enum CallError {
     UpstreamFailed(h2::Error),
     RequestFrame(FrameError),
     ResponseFrame(FrameError),
+    Rewrite(Direction, RewriteError),
     Deadline(Duration),
+}
+
+/// The rewriting state of one call: which message types are edited each way and the call's
+/// client-side namespace (from the `temporal-namespace` header or the first request message).
+struct CallRewrite {
+    rewriter: Arc<Rewriter>,
+    request: Option<crate::rewrite::plan::MsgId>,
+    response: Option<crate::rewrite::plan::MsgId>,
+    namespace: Arc<std::sync::OnceLock<String>>,
+}
+
+impl CallRewrite {
+    fn edits(&self, direction: Direction, encoding: Encoding, limit: u32) -> Option<Edits> {
+        let message = match direction {
+            Direction::ToUpstream => self.request?,
+            Direction::ToClient => self.response?,
+        };
+        Some(Edits {
+            editor: MessageEditor {
+                rewriter: Arc::clone(&self.rewriter),
+                direction,
+                message,
+                encoding,
+                limit,
+                call_namespace: Arc::clone(&self.namespace),
+            },
+            stats: EditStats::default(),
+        })
+    }
+
+    /// Translates names in a status (trailers, or trailers-only headers) on its way to the client.
+    fn status(&self, headers: &mut HeaderMap, stats: &mut EditStats) {
+        if headers.contains_key("grpc-message") || headers.contains_key("grpc-status-details-bin") {
+            let namespace = self.namespace.get().map(String::as_str);
+            status_details::translate_status(headers, &self.rewriter, namespace, stats);
+        }
+    }
 }
 
 /// The client side of the response: before headers, the `SendResponse`; after, the body stream.
@@ -149,6 +190,33 @@ async fn relay(
     upstream_request
         .headers_mut()
         .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    let rewrite = ctx.rewriter.as_ref().map(|rewriter| {
+        let (request, response) = rewriter.method(path);
+        let rewrite = CallRewrite {
+            rewriter: Arc::clone(rewriter),
+            request,
+            response,
+            namespace: Arc::default(),
+        };
+        // SDKs repeat the namespace in this header: it travels with the body's translation (Temporal
+        // Cloud rejects a mismatch), and it tells which search-attribute map applies.
+        let headers = upstream_request.headers_mut();
+        if let Some(name) = headers
+            .get("temporal-namespace")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        {
+            if let Some(value) = rewriter
+                .translate_namespace(&name, Direction::ToUpstream)
+                .and_then(|upstream| HeaderValue::from_str(upstream).ok())
+            {
+                headers.insert("temporal-namespace", value);
+            }
+            let _ = rewrite.namespace.set(name);
+        }
+        rewrite
+    });
+    let request_encoding = Encoding::from_header(upstream_request.headers().get("grpc-encoding"));
 
     // Waiting for an upstream connection is bounded by the connect timeout and the call's deadline.
     let connect_deadline = started + ctx.upstream.connect_timeout();
@@ -188,6 +256,10 @@ async fn relay(
     };
 
     let limit = ctx.limits.max_message_bytes;
+    let mut request_edits = rewrite
+        .as_ref()
+        .and_then(|r| r.edits(Direction::ToUpstream, request_encoding, limit));
+    let mut response_stats = EditStats::default();
     let outcome = {
         let request_pump = async {
             if end_of_stream {
@@ -203,6 +275,7 @@ async fn relay(
                 &mut upstream_send,
                 &mut decoder,
                 &counters,
+                request_edits.as_mut(),
             )
             .await
             {
@@ -216,7 +289,14 @@ async fn relay(
                 Err(err) => Err(request_error(err)),
             }
         };
-        let response = relay_response(ctx, response_future, client, limit);
+        let response = relay_response(
+            ctx,
+            response_future,
+            client,
+            limit,
+            rewrite.as_ref(),
+            &mut response_stats,
+        );
         tokio::pin!(request_pump);
         tokio::pin!(response);
         let expiry = async {
@@ -239,6 +319,10 @@ async fn relay(
         }
     };
 
+    if let Some(edits) = &request_edits {
+        ctx.metrics.rewrote(&edits.stats);
+    }
+    ctx.metrics.rewrote(&response_stats);
     match outcome {
         Ok(code) => code,
         Err(err) => fail_call(ctx, err, client, &mut upstream_send),
@@ -252,6 +336,7 @@ fn request_error(err: PumpError) -> CallError {
         PumpError::Dst(err) => CallError::UpstreamFailed(err),
         PumpError::DstReset(reason) => CallError::UpstreamReset(reason),
         PumpError::Frame(err) => CallError::RequestFrame(err),
+        PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToUpstream, err),
     }
 }
 
@@ -262,6 +347,7 @@ fn response_error(err: PumpError) -> CallError {
         PumpError::Dst(err) => client_error(err),
         PumpError::DstReset(reason) => CallError::ClientReset(reason),
         PumpError::Frame(err) => CallError::ResponseFrame(err),
+        PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToClient, err),
     }
 }
 
@@ -330,6 +416,26 @@ fn fail_call(
             client.fail(&status);
             status.code
         }
+        CallError::Rewrite(direction, err) => {
+            ctx.metrics.relay_error(RelayErrorKind::RewriteFailed);
+            upstream_send.send_reset(Reason::CANCEL);
+            let side = match direction {
+                Direction::ToUpstream => "request",
+                Direction::ToClient => "response",
+            };
+            let code = match &err {
+                RewriteError::Edit(EditError::Query(_)) => Code::InvalidArgument,
+                RewriteError::Compression(CompressionError::Unsupported(_)) => Code::Unimplemented,
+                _ => Code::Internal,
+            };
+            warn!(error = %err, side, "message could not be edited; call failed");
+            let status = Status::new(
+                code,
+                format!("strait could not edit the {side} message: {err}"),
+            );
+            client.fail(&status);
+            status.code
+        }
         CallError::Deadline(budget) => {
             ctx.metrics.relay_error(RelayErrorKind::DeadlineExceeded);
             upstream_send.send_reset(Reason::CANCEL);
@@ -358,6 +464,8 @@ async fn relay_response(
     response_future: h2::client::ResponseFuture,
     client: &mut ClientResponse,
     limit: u32,
+    rewrite: Option<&CallRewrite>,
+    stats: &mut EditStats,
 ) -> Result<Code, CallError> {
     let response = {
         tokio::pin!(response_future);
@@ -379,6 +487,9 @@ async fn relay_response(
     if upstream_recv.is_end_stream() {
         // Trailers-only: the status is in the headers.
         let code = Code::from_headers(&parts.headers).unwrap_or(Code::Unknown);
+        if let Some(rewrite) = rewrite {
+            rewrite.status(&mut parts.headers, stats);
+        }
         client
             .respond
             .send_response(Response::from_parts(parts, ()), true)
@@ -386,19 +497,36 @@ async fn relay_response(
         return Ok(code);
     }
 
+    let parts_encoding = parts.headers.get("grpc-encoding").cloned();
     let body = client
         .respond
         .send_response(Response::from_parts(parts, ()), false)
         .map_err(client_error)?;
     let client_body = client.body.insert(body);
     let mut decoder = FrameDecoder::new(limit);
+    let encoding = Encoding::from_header(parts_encoding.as_ref());
+    let mut edits = rewrite.and_then(|r| r.edits(Direction::ToClient, encoding, limit));
     let counters = Counters {
         bytes: &ctx.metrics.response_bytes,
         messages: &ctx.metrics.response_messages,
     };
-    match pump_body(&mut upstream_recv, client_body, &mut decoder, &counters).await {
-        Ok(BodyEnd::Trailers(trailers)) => {
+    let pumped = pump_body(
+        &mut upstream_recv,
+        client_body,
+        &mut decoder,
+        &counters,
+        edits.as_mut(),
+    )
+    .await;
+    if let Some(edits) = &edits {
+        stats.add(&edits.stats);
+    }
+    match pumped {
+        Ok(BodyEnd::Trailers(mut trailers)) => {
             let code = Code::from_headers(&trailers).unwrap_or(Code::Unknown);
+            if let Some(rewrite) = rewrite {
+                rewrite.status(&mut trailers, stats);
+            }
             client_body
                 .send_trailers(forwardable(trailers))
                 .map_err(client_error)?;

@@ -12,7 +12,9 @@ use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use metrics::Counter;
 
-use crate::grpc::frame::{FrameDecoder, FrameError};
+use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
+use crate::rewrite::walker::EditStats;
+use crate::rewrite::{MessageEditor, RewriteError};
 
 /// Why a pump stopped early. `Src*` concern the stream read from, `Dst*` the one written to.
 #[derive(Debug)]
@@ -25,6 +27,14 @@ pub enum PumpError {
     DstReset(Reason),
     /// The gRPC framing was invalid or a message exceeded the limit.
     Frame(FrameError),
+    /// A message that had to be edited could not be (it is not forwarded).
+    Rewrite(RewriteError),
+}
+
+/// A direction whose messages are edited: the editor and what it changed so far.
+pub struct Edits {
+    pub editor: MessageEditor,
+    pub stats: EditStats,
 }
 
 /// Per-direction byte and message counters.
@@ -46,9 +56,13 @@ pub async fn pump_body(
     dst: &mut SendStream<Bytes>,
     decoder: &mut FrameDecoder,
     counters: &Counters<'_>,
+    edits: Option<&mut Edits>,
 ) -> Result<BodyEnd, PumpError> {
     let before = decoder.messages();
-    let result = pump_inner(src, dst, decoder, counters).await;
+    let result = match edits {
+        Some(edits) => pump_messages(src, dst, decoder, counters, edits).await,
+        None => pump_inner(src, dst, decoder, counters).await,
+    };
     counters.messages.increment(decoder.messages() - before);
     result
 }
@@ -69,21 +83,8 @@ async fn pump_inner(
     // Bytes received but not yet forwarded, whose window is still to be released.
     let mut held = 0usize;
     loop {
-        let next = poll_fn(|cx| {
-            // A reset from the receiving side must end the call even while the sender is quiet.
-            if let Poll::Ready(reset) = dst.poll_reset(cx) {
-                return Poll::Ready(Err(match reset {
-                    Ok(reason) => PumpError::DstReset(reason),
-                    Err(err) => PumpError::Dst(err),
-                }));
-            }
-            src.poll_data(cx).map(Ok)
-        })
-        .await?;
-        let chunk = match next {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(err)) => return Err(PumpError::Src(err)),
-            None => break,
+        let Some(chunk) = next_chunk(src, dst).await? else {
+            break;
         };
         let len = chunk.len();
         decoder.check_chunk(&chunk).map_err(PumpError::Frame)?;
@@ -117,6 +118,37 @@ async fn pump_inner(
     }
     // At a boundary nothing is pending: fragments are flushed as soon as their message completes.
     decoder.finish().map_err(PumpError::Frame)?;
+    finish_body(src, dst).await
+}
+
+/// The next DATA chunk of `src`, or `None` at its end; a reset of `dst` ends the wait.
+async fn next_chunk(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+) -> Result<Option<Bytes>, PumpError> {
+    let next = poll_fn(|cx| {
+        // A reset from the receiving side must end the call even while the sender is quiet.
+        if let Poll::Ready(reset) = dst.poll_reset(cx) {
+            return Poll::Ready(Err(match reset {
+                Ok(reason) => PumpError::DstReset(reason),
+                Err(err) => PumpError::Dst(err),
+            }));
+        }
+        src.poll_data(cx).map(Ok)
+    })
+    .await?;
+    match next {
+        Some(Ok(chunk)) => Ok(Some(chunk)),
+        Some(Err(err)) => Err(PumpError::Src(err)),
+        None => Ok(None),
+    }
+}
+
+/// After the last DATA: trailers are returned to the caller; without them END_STREAM is sent.
+async fn finish_body(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+) -> Result<BodyEnd, PumpError> {
     match poll_fn(|cx| src.poll_trailers(cx)).await {
         Ok(Some(trailers)) => Ok(BodyEnd::Trailers(trailers)),
         Ok(None) => {
@@ -125,6 +157,95 @@ async fn pump_inner(
         }
         Err(err) => Err(PumpError::Src(err)),
     }
+}
+
+/// Message mode, for a direction whose message type has edit targets: each message is gathered whole
+/// (it must be, to be edited; at most `max_message_bytes`), edited, re-framed and forwarded. Window
+/// is released as bytes are consumed into the message, since a message larger than the window could
+/// otherwise never complete; the next chunk is not read until the edited message was sent, so the
+/// sender is still held back by the receiver.
+async fn pump_messages(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+    decoder: &mut FrameDecoder,
+    counters: &Counters<'_>,
+    edits: &mut Edits,
+) -> Result<BodyEnd, PumpError> {
+    let mut header: Option<MessageHeader> = None;
+    let mut whole: Option<Bytes> = None;
+    let mut gathered = BytesMut::new();
+    loop {
+        let Some(mut chunk) = next_chunk(src, dst).await? else {
+            break;
+        };
+        let len = chunk.len();
+        counters.bytes.increment(len as u64);
+        let end = src.is_end_stream();
+        let mut out: Vec<Bytes> = Vec::new();
+        while let Some(event) = decoder.next(&mut chunk).map_err(PumpError::Frame)? {
+            match event {
+                FrameEvent::Header(h) => header = Some(h),
+                FrameEvent::Body(body) => {
+                    // A message that arrives in one piece is edited in place, without a copy.
+                    let complete = header.is_some_and(|h| h.len as usize == body.len());
+                    if complete && gathered.is_empty() {
+                        whole = Some(body);
+                    } else {
+                        gathered.extend_from_slice(&body);
+                    }
+                }
+                FrameEvent::End => {
+                    let compressed = header.take().is_some_and(|h| h.compressed);
+                    let body = whole.take().unwrap_or_else(|| gathered.split().freeze());
+                    let (compressed, body) = edits
+                        .editor
+                        .edit(compressed, body, &mut edits.stats)
+                        .map_err(PumpError::Rewrite)?;
+                    frame_into(&mut out, compressed, body)?;
+                }
+            }
+        }
+        if end {
+            decoder.finish().map_err(PumpError::Frame)?;
+        }
+        let parts = out.len();
+        for (i, part) in out.into_iter().enumerate() {
+            send_all(dst, part, end && i + 1 == parts).await?;
+        }
+        src.flow_control()
+            .release_capacity(len)
+            .map_err(PumpError::Src)?;
+        if end {
+            if parts == 0 {
+                send_all(dst, Bytes::new(), true).await?;
+            }
+            return Ok(BodyEnd::EndOfStream);
+        }
+    }
+    decoder.finish().map_err(PumpError::Frame)?;
+    finish_body(src, dst).await
+}
+
+/// Frames one edited message: small ones as one buffer (one DATA frame), large ones as prefix + body
+/// so the body is not copied.
+fn frame_into(out: &mut Vec<Bytes>, compressed: bool, body: Bytes) -> Result<(), PumpError> {
+    let len = u32::try_from(body.len()).map_err(|_| {
+        PumpError::Frame(FrameError::TooLarge {
+            len: u32::MAX,
+            limit: u32::MAX,
+        })
+    })?;
+    let prefix = MessageHeader { compressed, len }.encode();
+    if body.len() < 16 * 1024 {
+        let mut framed = BytesMut::with_capacity(PREFIX_LEN + body.len());
+        framed.extend_from_slice(&prefix);
+        framed.extend_from_slice(&body);
+        out.push(framed.freeze());
+    } else {
+        out.push(Bytes::copy_from_slice(&prefix));
+        out.push(body);
+    }
+    Ok(())
 }
 
 /// Sends `chunk` as the peer's flow-control window allows, never buffering beyond it; with `end`, the

@@ -1,0 +1,326 @@
+//! Descriptor-guided wire rewriting: namespace names and search-attribute names translated between
+//! the client-side and upstream-side names of a listener, invalid UTF-8 repaired — editing only the
+//! bytes of the fields concerned and copying everything else verbatim.
+//!
+//! - `plan`: which fields of which message types are targets (compiled once from the descriptor set).
+//! - `walker`: one pass over a message's bytes, producing splices; `wire`: the only code that touches
+//!   tags, varints and lengths.
+//! - `query`: search-attribute names inside visibility queries.
+//! - `status_details`: namespaces and search attributes inside `grpc-status-details-bin` and
+//!   `grpc-message`.
+//! - `compression`: gzip messages inflated for editing and deflated again.
+
+pub mod compression;
+pub mod plan;
+pub mod query;
+pub mod reference;
+pub mod status_details;
+pub mod walker;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use prost_reflect::DescriptorPool;
+
+use self::compression::{CompressionError, Encoding};
+use self::plan::{MsgId, Plan, Targets, TextKind};
+use self::walker::{EditError, EditStats, TextEditor};
+use crate::config::TranslateConfig;
+
+/// A one-to-one name mapping, usable both ways.
+#[derive(Debug, Clone, Default)]
+pub struct BiMap {
+    to_upstream: HashMap<String, String>,
+    to_client: HashMap<String, String>,
+}
+
+impl BiMap {
+    pub fn new(pairs: &BTreeMap<String, String>) -> Self {
+        let to_upstream: HashMap<String, String> =
+            pairs.iter().map(|(c, u)| (c.clone(), u.clone())).collect();
+        let to_client = pairs.iter().map(|(c, u)| (u.clone(), c.clone())).collect();
+        Self {
+            to_upstream,
+            to_client,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to_upstream.is_empty()
+    }
+
+    pub fn get(&self, direction: Direction) -> &HashMap<String, String> {
+        match direction {
+            Direction::ToUpstream => &self.to_upstream,
+            Direction::ToClient => &self.to_client,
+        }
+    }
+}
+
+/// Which way a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Requests: client-side names become upstream-side names.
+    ToUpstream,
+    /// Responses, trailers and error details: upstream-side names become client-side names.
+    ToClient,
+}
+
+/// A listener's translation, with the plans for both directions.
+pub struct Rewriter {
+    pub namespaces: BiMap,
+    /// Search-attribute maps by client-side namespace, and by upstream-side namespace.
+    search_attributes: HashMap<String, BiMap>,
+    upstream_namespaces: HashMap<String, String>,
+    pub repair_utf8: bool,
+    request_plan: Arc<Plan>,
+    response_plan: Arc<Plan>,
+}
+
+/// Plans compiled so far, by targets, so listeners with the same needs share one.
+#[derive(Default)]
+pub struct PlanCache {
+    plans: HashMap<Targets, Arc<Plan>>,
+}
+
+impl PlanCache {
+    pub fn get(&mut self, pool: &DescriptorPool, targets: Targets) -> Arc<Plan> {
+        Arc::clone(
+            self.plans
+                .entry(targets)
+                .or_insert_with(|| Arc::new(Plan::compile(pool, targets))),
+        )
+    }
+}
+
+impl Rewriter {
+    /// `None` when the configuration asks for no edits: the listener then relays pass-through only.
+    pub fn new(
+        config: &TranslateConfig,
+        pool: &DescriptorPool,
+        cache: &mut PlanCache,
+    ) -> Option<Arc<Rewriter>> {
+        let namespaces = BiMap::new(&config.namespaces);
+        let search_attributes: HashMap<String, BiMap> = config
+            .search_attributes
+            .iter()
+            .map(|(ns, map)| (ns.clone(), BiMap::new(map)))
+            .collect();
+        let has_attributes = search_attributes.values().any(|m| !m.is_empty());
+        let request_targets = Targets {
+            namespaces: !namespaces.is_empty(),
+            search_attributes: has_attributes,
+            utf8: false,
+        };
+        let response_targets = Targets {
+            utf8: config.repair_utf8,
+            ..request_targets
+        };
+        if !response_targets.any() {
+            return None;
+        }
+        let upstream_namespaces = search_attributes
+            .keys()
+            .map(|client| {
+                let upstream = namespaces
+                    .get(Direction::ToUpstream)
+                    .get(client)
+                    .unwrap_or(client);
+                (upstream.clone(), client.clone())
+            })
+            .collect();
+        Some(Arc::new(Rewriter {
+            namespaces,
+            search_attributes,
+            upstream_namespaces,
+            repair_utf8: config.repair_utf8,
+            request_plan: cache.get(pool, request_targets),
+            response_plan: cache.get(pool, response_targets),
+        }))
+    }
+
+    pub fn plan(&self, direction: Direction) -> &Plan {
+        match direction {
+            Direction::ToUpstream => &self.request_plan,
+            Direction::ToClient => &self.response_plan,
+        }
+    }
+
+    /// The message types to edit for a call, request side and response side.
+    pub fn method(&self, path: &str) -> (Option<MsgId>, Option<MsgId>) {
+        let request = self.request_plan.method(path).and_then(|m| m.request);
+        let response = self.response_plan.method(path).and_then(|m| m.response);
+        (request, response)
+    }
+
+    pub fn translate_namespace(&self, name: &str, direction: Direction) -> Option<&str> {
+        self.namespaces.get(direction).get(name).map(String::as_str)
+    }
+
+    /// The search-attribute map of a call, given its client-side namespace.
+    pub fn attributes_for(&self, client_namespace: &str) -> Option<&BiMap> {
+        self.search_attributes
+            .get(client_namespace)
+            .filter(|m| !m.is_empty())
+    }
+
+    /// The client-side namespace for a namespace name as the request carries it.
+    pub fn client_namespace<'a>(&'a self, name: &'a str, direction_of_name: Direction) -> &'a str {
+        match direction_of_name {
+            Direction::ToUpstream => name,
+            Direction::ToClient => self
+                .upstream_namespaces
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or_else(|| {
+                    self.namespaces
+                        .get(Direction::ToClient)
+                        .get(name)
+                        .map(String::as_str)
+                        .unwrap_or(name)
+                }),
+        }
+    }
+
+    /// The text editor for one direction of a call.
+    pub fn editor<'a>(
+        &'a self,
+        direction: Direction,
+        client_namespace: Option<&str>,
+    ) -> NameEditor<'a> {
+        NameEditor {
+            namespaces: self.namespaces.get(direction),
+            attributes: client_namespace
+                .and_then(|ns| self.attributes_for(ns))
+                .map(|m| m.get(direction)),
+            repair_utf8: self.repair_utf8 && direction == Direction::ToClient,
+        }
+    }
+}
+
+/// Edits string values: namespace and search-attribute names by map, queries by tokenizer, UTF-8.
+pub struct NameEditor<'a> {
+    namespaces: &'a HashMap<String, String>,
+    attributes: Option<&'a HashMap<String, String>>,
+    repair_utf8: bool,
+}
+
+impl TextEditor for NameEditor<'_> {
+    fn edit(
+        &self,
+        kind: TextKind,
+        value: &[u8],
+        stats: &mut EditStats,
+    ) -> Result<Option<Vec<u8>>, EditError> {
+        let Ok(text) = std::str::from_utf8(value) else {
+            if self.repair_utf8 {
+                stats.utf8_repairs += 1;
+                return Ok(Some(
+                    String::from_utf8_lossy(value).into_owned().into_bytes(),
+                ));
+            }
+            return Ok(None);
+        };
+        let translated = match kind {
+            TextKind::Namespace => self.namespaces.get(text).map(|n| n.as_bytes().to_vec()),
+            TextKind::SearchAttribute => self
+                .attributes
+                .and_then(|m| m.get(text))
+                .map(|n| n.as_bytes().to_vec()),
+            TextKind::Query => match self.attributes {
+                Some(map) => {
+                    query::translate_query(text, &|name| map.get(name).map(String::as_str))
+                        .map_err(|e| EditError::Query(e.to_string()))?
+                        .map(String::into_bytes)
+                }
+                None => None,
+            },
+            TextKind::Plain => None,
+        };
+        if translated.is_some() {
+            match kind {
+                TextKind::Namespace => stats.namespaces += 1,
+                TextKind::SearchAttribute => stats.search_attributes += 1,
+                TextKind::Query => stats.queries += 1,
+                TextKind::Plain => {}
+            }
+        }
+        Ok(translated)
+    }
+}
+
+/// Why a message could not be edited; decides the status the call fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("{0}")]
+    Edit(#[from] EditError),
+    #[error("{0}")]
+    Compression(#[from] CompressionError),
+}
+
+/// Everything one direction of one call needs to edit its messages.
+pub struct MessageEditor {
+    pub rewriter: Arc<Rewriter>,
+    pub direction: Direction,
+    pub message: MsgId,
+    pub encoding: Encoding,
+    pub limit: u32,
+    /// The call's client-side namespace, shared by both directions; set from the request's header
+    /// or first message.
+    pub call_namespace: Arc<OnceLock<String>>,
+}
+
+impl MessageEditor {
+    /// Edits one message body; returns (compressed flag, body), the input itself when unchanged.
+    pub fn edit(
+        &self,
+        compressed: bool,
+        body: Bytes,
+        stats: &mut EditStats,
+    ) -> Result<(bool, Bytes), RewriteError> {
+        let plan = self.rewriter.plan(self.direction);
+        if !compressed {
+            let edited = self.edit_plain(plan, &body, stats)?;
+            return Ok((false, edited));
+        }
+        match &self.encoding {
+            Encoding::Gzip => {
+                let plain = Bytes::from(compression::gunzip(&body, self.limit)?);
+                let edited = self.edit_plain(plan, &plain, stats)?;
+                if edited.as_ptr() == plain.as_ptr() && edited.len() == plain.len() {
+                    Ok((true, body))
+                } else {
+                    Ok((true, Bytes::from(compression::gzip(&edited)?)))
+                }
+            }
+            Encoding::Identity => Err(CompressionError::MissingEncoding.into()),
+            Encoding::Other(name) => Err(CompressionError::Unsupported(name.clone()).into()),
+        }
+    }
+
+    fn edit_plain(
+        &self,
+        plan: &Plan,
+        body: &Bytes,
+        stats: &mut EditStats,
+    ) -> Result<Bytes, RewriteError> {
+        if self.direction == Direction::ToUpstream && self.call_namespace.get().is_none() {
+            if let Some(ns) = walker::top_level_namespace(plan, self.message, body) {
+                let _ = self.call_namespace.set(ns);
+            }
+        }
+        let editor = self.rewriter.editor(
+            self.direction,
+            self.call_namespace.get().map(String::as_str),
+        );
+        Ok(walker::edit_message(
+            plan,
+            self.message,
+            body,
+            &editor,
+            stats,
+        )?)
+    }
+}

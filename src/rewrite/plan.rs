@@ -1,0 +1,509 @@
+//! The rewrite plan: compiled once at startup from a descriptor set, it says for every method's request
+//! and response type which fields to edit and which sub-messages to descend into. Subtrees without a
+//! target are pruned: the walker skips them by length without parsing.
+//!
+//! ## Classification rules (what counts as a target)
+//! - **Namespace names**: string fields named `namespace` or ending in `_namespace`, and
+//!   `temporal.api.namespace.v1.NamespaceInfo.name`. Namespace IDs (`namespace_id`, …) are never edited.
+//! - **Search-attribute names**: keys of maps named `indexed_fields` (`SearchAttributes`) or whose name
+//!   contains `search_attributes`, keys of the search-attribute type maps `custom_attributes` /
+//!   `system_attributes`, the values of `custom_search_attribute_aliases`, and repeated string fields
+//!   named `search_attributes`.
+//! - **Visibility queries**: string fields named `query` or ending in `_query`; search-attribute names
+//!   inside are translated by [`super::query`].
+//! - **History blobs**: `temporal.api.common.v1.DataBlob` fields that carry serialized history events
+//!   ([`HISTORY_BLOB_FIELDS`]); when the blob's encoding is proto3 its data is walked as a
+//!   `temporal.api.history.v1.History`.
+//! - **UTF-8 repair** (when enabled): every other string field.
+//!
+//! Fields whose names mention a namespace or search attribute but are deliberately left alone are
+//! listed with the reason in [`LEFT_ALONE`]; a test fails on any field that is in neither list.
+
+use std::collections::HashMap;
+
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
+
+pub const DATA_BLOB: &str = "temporal.api.common.v1.DataBlob";
+pub const HISTORY: &str = "temporal.api.history.v1.History";
+
+/// DataBlob fields (by field name) that hold a serialized `History` (a batch of history events).
+pub const HISTORY_BLOB_FIELDS: &[&str] = &[
+    "events",
+    "new_run_events",
+    "events_batches",
+    "history_batches",
+    "raw_history",
+    "history_batch",
+];
+
+/// Fields that mention a namespace or search attribute and are deliberately not edited.
+/// (message full name or `*` for any, field name, reason)
+pub const LEFT_ALONE: &[(&str, &str, &str)] = &[
+    (
+        "*",
+        "*namespace_id",
+        "namespace IDs are the same on both sides of a translation",
+    ),
+    (
+        "google.protobuf.FileOptions",
+        "*namespace",
+        "code-generation options of .proto files, not Temporal data",
+    ),
+    (
+        "temporal.api.common.v1.SearchAttributes.IndexedFieldsEntry",
+        "value",
+        "the attribute's value, not its name",
+    ),
+    (
+        "temporal.server.api.persistence.v1.WorkflowExecutionInfo.SearchAttributesEntry",
+        "value",
+        "the attribute's value, not its name",
+    ),
+    (
+        "temporal.api.namespace.v1.NamespaceConfig.CustomSearchAttributeAliasesEntry",
+        "key",
+        "the internal field name (e.g. Keyword01); the alias in the value is the name",
+    ),
+    (
+        "temporal.api.operatorservice.v1.DeleteNamespaceRequest",
+        "namespace_delete_delay",
+        "a duration",
+    ),
+    (
+        "temporal.api.workflowservice.v1.ListNamespacesRequest",
+        "namespace_filter",
+        "flags, no name",
+    ),
+    (
+        "temporal.api.workflowservice.v1.PollWorkflowTaskQueueResponse",
+        "query",
+        "a workflow query (type and arguments), not a visibility query",
+    ),
+    (
+        "temporal.api.workflowservice.v1.QueryWorkflowRequest",
+        "query",
+        "a workflow query (type and arguments), not a visibility query",
+    ),
+    (
+        "temporal.server.api.adminservice.v1.DescribeHistoryHostResponse",
+        "namespace_cache",
+        "cache statistics, no names",
+    ),
+    (
+        "temporal.server.api.deployment.v1.WorkerDeploymentWorkflowArgs",
+        "namespace_name",
+        "arguments of a server-internal workflow, carried inside payloads that are never decoded",
+    ),
+    (
+        "temporal.server.api.deployment.v1.WorkerDeploymentVersionWorkflowArgs",
+        "namespace_name",
+        "arguments of a server-internal workflow, carried inside payloads that are never decoded",
+    ),
+];
+/// What to do with a string value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TextKind {
+    Namespace,
+    SearchAttribute,
+    Query,
+    /// No translation; only checked for (and repaired to) valid UTF-8.
+    Plain,
+}
+
+/// Which kinds of edit a plan is compiled for: a listener that only renames namespaces walks far
+/// fewer messages than one that also repairs every string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Targets {
+    pub namespaces: bool,
+    pub search_attributes: bool,
+    pub utf8: bool,
+}
+
+impl Targets {
+    fn wants(self, kind: TextKind) -> bool {
+        match kind {
+            TextKind::Namespace => self.namespaces,
+            TextKind::SearchAttribute | TextKind::Query => self.search_attributes,
+            TextKind::Plain => self.utf8,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.namespaces || self.search_attributes || self.utf8
+    }
+}
+
+pub type MsgId = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Text(TextKind),
+    Message(MsgId),
+    /// A `DataBlob` whose proto3 data is a `History` (the id is History's plan).
+    HistoryBlob(MsgId),
+}
+
+/// The targeted fields of one message type, by field number.
+#[derive(Debug, Clone, Default)]
+pub struct MessagePlan {
+    pub name: String,
+    by_number: Vec<Option<Action>>,
+    sparse: Vec<(u32, Action)>,
+}
+
+impl MessagePlan {
+    #[inline]
+    pub fn action(&self, number: u32) -> Option<Action> {
+        match self.by_number.get(number as usize) {
+            Some(action) => *action,
+            None => self
+                .sparse
+                .binary_search_by_key(&number, |(n, _)| *n)
+                .ok()
+                .map(|i| self.sparse[i].1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sparse.is_empty() && self.by_number.iter().all(Option::is_none)
+    }
+
+    fn set(&mut self, number: u32, action: Action) {
+        // Dense lookup for the usual small field numbers, binary search for the rest.
+        if number < 256 {
+            let index = number as usize;
+            if self.by_number.len() <= index {
+                self.by_number.resize(index + 1, None);
+            }
+            self.by_number[index] = Some(action);
+        } else {
+            self.sparse.push((number, action));
+            self.sparse.sort_by_key(|(n, _)| *n);
+        }
+    }
+}
+
+/// Plans for a method's request and response; `None` when that side has nothing to edit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MethodPlan {
+    pub request: Option<MsgId>,
+    pub response: Option<MsgId>,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub targets: Targets,
+    messages: Vec<MessagePlan>,
+    by_name: HashMap<String, MsgId>,
+    methods: HashMap<String, MethodPlan>,
+}
+
+impl Plan {
+    pub fn message(&self, id: MsgId) -> &MessagePlan {
+        &self.messages[id as usize]
+    }
+
+    pub fn message_id(&self, full_name: &str) -> Option<MsgId> {
+        self.by_name.get(full_name).copied()
+    }
+
+    /// The plan for a `:path` such as `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
+    pub fn method(&self, path: &str) -> Option<MethodPlan> {
+        self.methods.get(path).copied()
+    }
+
+    pub fn methods(&self) -> impl Iterator<Item = (&str, &MethodPlan)> {
+        self.methods.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Compiles the plan for every service method in `pool`.
+    pub fn compile(pool: &DescriptorPool, targets: Targets) -> Plan {
+        let mut builder = Builder {
+            pool,
+            targets,
+            direct: HashMap::new(),
+        };
+        // Which message types have a target somewhere below them: a fixpoint over the type graph
+        // (types can be recursive, e.g. Failure.cause).
+        let all: Vec<MessageDescriptor> = pool.all_messages().collect();
+        let mut live: HashMap<String, bool> = HashMap::new();
+        for message in &all {
+            live.insert(
+                message.full_name().to_owned(),
+                builder.has_direct_target(message),
+            );
+        }
+        loop {
+            let mut changed = false;
+            for message in &all {
+                if live[message.full_name()] {
+                    continue;
+                }
+                let reaches = message.fields().any(|field| match child_message(&field) {
+                    Some(child) => live.get(child.full_name()).copied().unwrap_or(false),
+                    None => false,
+                });
+                if reaches {
+                    live.insert(message.full_name().to_owned(), true);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+
+        let mut plan = Plan {
+            targets,
+            ..Plan::default()
+        };
+        let mut ids = HashMap::new();
+        for message in all.iter().filter(|m| live[m.full_name()]) {
+            ids.insert(message.full_name().to_owned(), plan.messages.len() as MsgId);
+            plan.messages.push(MessagePlan {
+                name: message.full_name().to_owned(),
+                ..Default::default()
+            });
+        }
+        let history = ids.get(HISTORY).copied();
+        for message in all.iter().filter(|m| live[m.full_name()]) {
+            let id = ids[message.full_name()];
+            for field in message.fields() {
+                let action = if let Some(kind) = builder.text_kind(message, &field) {
+                    Some(Action::Text(kind))
+                } else if let Some(child) = child_message(&field) {
+                    if child.full_name() == DATA_BLOB && HISTORY_BLOB_FIELDS.contains(&field.name())
+                    {
+                        history.map(Action::HistoryBlob)
+                    } else {
+                        ids.get(child.full_name())
+                            .map(|child| Action::Message(*child))
+                    }
+                } else {
+                    None
+                };
+                if let Some(action) = action {
+                    plan.messages[id as usize].set(field.number(), action);
+                }
+            }
+        }
+        builder.direct.clear();
+        plan.by_name = ids;
+        for service in pool.services() {
+            for method in service.methods() {
+                let path = format!("/{}/{}", service.full_name(), method.name());
+                let request = plan.by_name.get(method.input().full_name()).copied();
+                let response = plan.by_name.get(method.output().full_name()).copied();
+                plan.methods.insert(path, MethodPlan { request, response });
+            }
+        }
+        plan
+    }
+}
+
+fn child_message(field: &FieldDescriptor) -> Option<MessageDescriptor> {
+    match field.kind() {
+        Kind::Message(message) => Some(message),
+        _ => None,
+    }
+}
+
+struct Builder<'a> {
+    #[allow(dead_code)]
+    pool: &'a DescriptorPool,
+    targets: Targets,
+    direct: HashMap<String, bool>,
+}
+
+impl Builder<'_> {
+    fn has_direct_target(&self, message: &MessageDescriptor) -> bool {
+        let blob_history = message.fields().any(|field| {
+            self.targets.any()
+                && child_message(&field).is_some_and(|c| c.full_name() == DATA_BLOB)
+                && HISTORY_BLOB_FIELDS.contains(&field.name())
+        });
+        blob_history
+            || message
+                .fields()
+                .any(|field| self.text_kind(message, &field).is_some())
+    }
+
+    /// The text kind of a string field, if this plan edits it.
+    fn text_kind(&self, message: &MessageDescriptor, field: &FieldDescriptor) -> Option<TextKind> {
+        if !matches!(field.kind(), Kind::String) {
+            return None;
+        }
+        let kind = classify_string(message, field);
+        let kind = if self.targets.wants(kind) {
+            kind
+        } else {
+            TextKind::Plain
+        };
+        self.targets.wants(kind).then_some(kind)
+    }
+}
+
+/// The classification of a string field (see the module docs); `Plain` when it is no name at all.
+pub fn classify_string(message: &MessageDescriptor, field: &FieldDescriptor) -> TextKind {
+    let name = field.name();
+    // Descriptor options (`csharp_namespace`, …) are not Temporal data.
+    if message.full_name().starts_with("google.protobuf.") {
+        return TextKind::Plain;
+    }
+    // Map entries: the rule depends on the map field in the parent.
+    if message.is_map_entry() {
+        if let Some(map_field) = map_field_of(message) {
+            let map_name = map_field.name();
+            let key_is_attribute = map_name == "indexed_fields"
+                || map_name.contains("search_attributes")
+                || map_name == "custom_attributes"
+                || map_name == "system_attributes";
+            if name == "key" && key_is_attribute {
+                return TextKind::SearchAttribute;
+            }
+            if name == "value" && map_name == "custom_search_attribute_aliases" {
+                return TextKind::SearchAttribute;
+            }
+        }
+        return TextKind::Plain;
+    }
+    if name == "namespace" || name.ends_with("_namespace") {
+        return TextKind::Namespace;
+    }
+    if message.full_name() == "temporal.api.namespace.v1.NamespaceInfo" && name == "name" {
+        return TextKind::Namespace;
+    }
+    if name == "query" || name.ends_with("_query") {
+        return TextKind::Query;
+    }
+    if field.is_list() && name == "search_attributes" {
+        return TextKind::SearchAttribute;
+    }
+    TextKind::Plain
+}
+
+/// The map field whose entry type `entry` is (map entries are nested in the message that has the map).
+fn map_field_of(entry: &MessageDescriptor) -> Option<FieldDescriptor> {
+    let parent = entry.parent_message()?;
+    let found = parent
+        .fields()
+        .find(|f| child_message(f).is_some_and(|c| c.full_name() == entry.full_name()));
+    found
+}
+
+/// Every field the rules classify, and every field mentioning a namespace or search attribute that
+/// they leave alone with the reason; fields in neither list are returned as unclassified.
+pub struct Classification {
+    pub edited: Vec<(String, String, Classified)>,
+    pub left_alone: Vec<(String, String, &'static str)>,
+    pub unclassified: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    Text(TextKind),
+    HistoryBlob,
+    /// A message-typed field whose type holds targets: the walker descends into it.
+    Descend,
+}
+
+/// Field names that suggest a namespace, a search attribute or a visibility query.
+fn mentions_target(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("namespace")
+        || name.contains("search_attribute")
+        || name == "indexed_fields"
+        || name.ends_with("query")
+}
+
+fn left_alone(message: &str, field: &str) -> Option<&'static str> {
+    LEFT_ALONE.iter().find_map(|(m, f, reason)| {
+        let message_matches = *m == "*" || *m == message;
+        let field_matches = match f.strip_prefix('*') {
+            Some(suffix) => field.contains(suffix),
+            None => *f == field,
+        };
+        (message_matches && field_matches).then_some(*reason)
+    })
+}
+
+/// Classifies every field of every message in `pool` (strings, messages and maps; scalars hold no
+/// names). Used by the completeness test and `strait descriptors show --fields`.
+pub fn classify(pool: &DescriptorPool) -> Classification {
+    let all = Targets {
+        namespaces: true,
+        search_attributes: true,
+        utf8: false,
+    };
+    let plan = Plan::compile(pool, all);
+    let mut out = Classification {
+        edited: Vec::new(),
+        left_alone: Vec::new(),
+        unclassified: Vec::new(),
+    };
+    for message in pool.all_messages() {
+        for field in message.fields() {
+            let (m, f) = (message.full_name().to_owned(), field.name().to_owned());
+            let classified = match field.kind() {
+                Kind::String => Some(classify_string(&message, &field))
+                    .filter(|k| *k != TextKind::Plain)
+                    .map(Classified::Text),
+                Kind::Message(child)
+                    if child.full_name() == DATA_BLOB
+                        && HISTORY_BLOB_FIELDS.contains(&field.name()) =>
+                {
+                    Some(Classified::HistoryBlob)
+                }
+                Kind::Message(child) => plan
+                    .message_id(child.full_name())
+                    .map(|_| Classified::Descend),
+                _ => continue,
+            };
+            let map_parent = message
+                .is_map_entry()
+                .then(|| map_field_of(&message))
+                .flatten();
+            let mention = mentions_target(&f)
+                || map_parent
+                    .as_ref()
+                    .is_some_and(|p| mentions_target(p.name()));
+            match classified {
+                // Plain descents are listed only where the name suggests a target, to keep the list short.
+                Some(Classified::Descend) if !mention => {}
+                Some(kind) => out.edited.push((m, f, kind)),
+                None if !mention => {}
+                None => match left_alone(&m, &f) {
+                    Some(reason) => out.left_alone.push((m, f, reason)),
+                    None => out.unclassified.push((m, f)),
+                },
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn every_field_naming_a_namespace_or_search_attribute_is_classified() {
+        let pool = crate::descriptor_set::embedded().unwrap();
+        let c = classify(&pool);
+        for (m, f, k) in &c.edited {
+            println!("EDIT {m}.{f} {k:?}");
+        }
+        for (m, f, r) in &c.left_alone {
+            println!("LEAVE {m}.{f}: {r}");
+        }
+        for (m, f) in &c.unclassified {
+            println!("UNCLASSIFIED {m}.{f}");
+        }
+        assert!(
+            c.unclassified.is_empty(),
+            "{} unclassified",
+            c.unclassified.len()
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The walker: one pass over a message's wire bytes guided by the [`Plan`], collecting splices for the
+//! fields that change. Untouched fields are skipped by length; untargeted subtrees are never parsed;
+//! unknown fields stay as they are. A message with nothing to change comes back as the same `Bytes`.
+
+use bytes::Bytes;
+
+use super::plan::{Action, MsgId, Plan, TextKind};
+use super::wire::{self, Field, Fields, Splice, WireError, WireType};
+
+/// Nesting depth beyond which a message is refused (protobuf's own default limit is 100).
+pub const MAX_DEPTH: usize = 100;
+
+/// `temporal.api.enums.v1.EncodingType.ENCODING_TYPE_PROTO3`.
+const ENCODING_PROTO3: u64 = 1;
+const BLOB_ENCODING_FIELD: u32 = 1;
+const BLOB_DATA_FIELD: u32 = 2;
+
+/// Why a message could not be edited. The message is then not forwarded at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    #[error("malformed {message}: {source}")]
+    Wire { message: String, source: WireError },
+    #[error(
+        "malformed {message}: field {field} has wire type {found:?}, expected length-delimited"
+    )]
+    WireType {
+        message: String,
+        field: u32,
+        found: WireType,
+    },
+    #[error("{message} nests deeper than {MAX_DEPTH} levels")]
+    TooDeep { message: String },
+    #[error("visibility query cannot be translated: {0}")]
+    Query(String),
+}
+
+/// Counts of what an edit changed, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EditStats {
+    pub namespaces: u64,
+    pub search_attributes: u64,
+    pub queries: u64,
+    pub utf8_repairs: u64,
+}
+
+impl EditStats {
+    pub fn add(&mut self, other: &EditStats) {
+        self.namespaces += other.namespaces;
+        self.search_attributes += other.search_attributes;
+        self.queries += other.queries;
+        self.utf8_repairs += other.utf8_repairs;
+    }
+}
+
+/// Decides the new value of one string field; `None` keeps it.
+pub trait TextEditor {
+    fn edit(
+        &self,
+        kind: TextKind,
+        value: &[u8],
+        stats: &mut EditStats,
+    ) -> Result<Option<Vec<u8>>, EditError>;
+}
+
+/// Edits `body`, a message of type `message`; returns the same `Bytes` when nothing changes.
+pub fn edit_message(
+    plan: &Plan,
+    message: MsgId,
+    body: &Bytes,
+    editor: &dyn TextEditor,
+    stats: &mut EditStats,
+) -> Result<Bytes, EditError> {
+    let mut walk = Walk {
+        plan,
+        buf: body,
+        editor,
+        stats,
+        splices: Vec::new(),
+    };
+    walk.message(message, 0, body.len(), 0)?;
+    Ok(wire::apply_bytes(body, walk.splices))
+}
+
+/// The first value of a top-level namespace field of `body`, if any (the call's namespace when the
+/// request names it only in its body).
+pub fn top_level_namespace(plan: &Plan, message: MsgId, body: &[u8]) -> Option<String> {
+    let message_plan = plan.message(message);
+    for field in Fields::new(body, 0, body.len()) {
+        let field = field.ok()?;
+        if field.wire_type == WireType::Len
+            && message_plan.action(field.number) == Some(Action::Text(TextKind::Namespace))
+        {
+            return std::str::from_utf8(&body[field.value_start..field.end])
+                .ok()
+                .map(str::to_owned);
+        }
+    }
+    None
+}
+
+struct Walk<'a> {
+    plan: &'a Plan,
+    buf: &'a [u8],
+    editor: &'a dyn TextEditor,
+    stats: &'a mut EditStats,
+    splices: Vec<Splice>,
+}
+
+impl Walk<'_> {
+    /// Walks the message in `buf[start..end]`; returns how much its length changes.
+    fn message(
+        &mut self,
+        id: MsgId,
+        start: usize,
+        end: usize,
+        depth: usize,
+    ) -> Result<isize, EditError> {
+        let plan = self.plan;
+        let message = plan.message(id);
+        if depth > MAX_DEPTH {
+            return Err(EditError::TooDeep {
+                message: message.name.clone(),
+            });
+        }
+        let mut delta = 0isize;
+        for field in Fields::new(self.buf, start, end) {
+            let field = field.map_err(|source| EditError::Wire {
+                message: message.name.clone(),
+                source,
+            })?;
+            let Some(action) = message.action(field.number) else {
+                continue;
+            };
+            if field.wire_type != WireType::Len {
+                return Err(EditError::WireType {
+                    message: message.name.clone(),
+                    field: field.number,
+                    found: field.wire_type,
+                });
+            }
+            delta += match action {
+                Action::Text(kind) => self.text(kind, &field)?,
+                Action::Message(child) => {
+                    let inner = self.message(child, field.value_start, field.end, depth + 1)?;
+                    self.resize(&field, inner)
+                }
+                Action::HistoryBlob(history) => {
+                    let inner = self.history_blob(history, &field, depth + 1)?;
+                    self.resize(&field, inner)
+                }
+            };
+        }
+        Ok(delta)
+    }
+
+    fn text(&mut self, kind: TextKind, field: &Field) -> Result<isize, EditError> {
+        let value = &self.buf[field.value_start..field.end];
+        match self.editor.edit(kind, value, self.stats)? {
+            Some(new) => {
+                let splice = Splice::len_value(field, &new);
+                let delta = splice.delta();
+                self.splices.push(splice);
+                Ok(delta)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// A length-delimited field whose content changed size by `inner`: re-encode its length.
+    fn resize(&mut self, field: &Field, inner: isize) -> isize {
+        if inner == 0 {
+            return 0;
+        }
+        let splice = Splice::len_prefix(field, inner);
+        let delta = inner + splice.delta();
+        self.splices.push(splice);
+        delta
+    }
+
+    /// A `DataBlob` field: walks its data as a `History` when its encoding is proto3.
+    fn history_blob(
+        &mut self,
+        history: MsgId,
+        blob: &Field,
+        depth: usize,
+    ) -> Result<isize, EditError> {
+        let mut encoding = 0;
+        let mut data = None;
+        for field in Fields::new(self.buf, blob.value_start, blob.end) {
+            let field = field.map_err(|source| EditError::Wire {
+                message: super::plan::DATA_BLOB.to_owned(),
+                source,
+            })?;
+            match (field.number, field.wire_type) {
+                (BLOB_ENCODING_FIELD, WireType::Varint) => {
+                    encoding = wire::read_varint(self.buf, field.value_start)
+                        .map_err(|source| EditError::Wire {
+                            message: super::plan::DATA_BLOB.to_owned(),
+                            source,
+                        })?
+                        .0;
+                }
+                (BLOB_DATA_FIELD, WireType::Len) => data = Some(field),
+                _ => {}
+            }
+        }
+        match data {
+            Some(data) if encoding == ENCODING_PROTO3 => {
+                let inner = self.message(history, data.value_start, data.end, depth)?;
+                Ok(self.resize(&data, inner))
+            }
+            _ => Ok(0),
+        }
+    }
+}
