@@ -32,6 +32,40 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Temporal descriptor sets: dump one from a server over gRPC reflection, or show what one holds.
+    Descriptors {
+        #[command(subcommand)]
+        command: DescriptorsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DescriptorsCommand {
+    /// Dump a descriptor set from a Temporal frontend over gRPC server reflection.
+    ///
+    /// Asks for WorkflowService, OperatorService and AdminService and everything they import, over
+    /// plaintext HTTP/2, and writes FILE (canonical order: two dumps of one server are identical)
+    /// and, when the version is known, FILE with the extension .version.
+    Dump {
+        /// The Temporal frontend's gRPC address.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: String,
+        /// Where to write the FileDescriptorSet.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Record this Temporal version instead of the one the server reports in GetSystemInfo.
+        #[arg(long, value_name = "VERSION")]
+        temporal_version: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Print what a descriptor set holds: services, method counts, Temporal version.
+    Show {
+        /// A descriptor set file (default: the one embedded in this binary).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +113,78 @@ fn main() -> ExitCode {
                 }
             };
             run(loaded)
+        }
+        Command::Descriptors { command } => descriptors(command),
+    }
+}
+
+fn descriptors(command: DescriptorsCommand) -> ExitCode {
+    use strait::descriptor_set::{self, Descriptors, Origin};
+    match command {
+        DescriptorsCommand::Show { file } => match Descriptors::embedded_or_load(file.as_deref()) {
+            Ok(set) => {
+                println!("{}", set.summary());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::from(2)
+            }
+        },
+        DescriptorsCommand::Dump {
+            address,
+            out,
+            temporal_version,
+            timeout,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = strait::reflection::Options {
+                timeout: std::time::Duration::from_secs(timeout),
+                ..Default::default()
+            };
+            let dump = match runtime.block_on(strait::reflection::dump(
+                &address,
+                &strait::reflection::SERVICES,
+                &options,
+            )) {
+                Ok(dump) => dump,
+                Err(err) => {
+                    eprintln!("descriptors dump from {address}: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let version = temporal_version.or_else(|| dump.server_version.clone());
+            let bytes = dump.encode();
+            let written =
+                Descriptors::from_bytes(&bytes, version.clone(), Origin::File(out.clone()))
+                    .and_then(|set| {
+                        descriptor_set::write(&out, &bytes, version.as_deref())?;
+                        Ok(set)
+                    });
+            match written {
+                Ok(set) => {
+                    println!(
+                        "dumped from {address} over {} (server version {})",
+                        dump.protocol.trim_start_matches('/'),
+                        dump.server_version.as_deref().unwrap_or("unknown")
+                    );
+                    println!("{}", set.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("descriptors dump from {address}: {err}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
