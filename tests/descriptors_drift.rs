@@ -93,31 +93,35 @@ fn describe_drift(committed: &[u8], fresh: &[u8]) -> String {
     for name in old_files.keys().filter(|n| !new_files.contains_key(*n)) {
         let _ = writeln!(out, "  - file {name}");
     }
-    let symbols = |bytes: &[u8]| -> BTreeSet<String> {
+    // (rank, description): services first, then methods, messages, enums.
+    let symbols = |bytes: &[u8]| -> BTreeSet<(u8, String)> {
         let Ok(pool) = DescriptorPool::decode(bytes) else {
             return BTreeSet::new();
         };
         let mut names = BTreeSet::new();
-        names.extend(
-            pool.all_messages()
-                .map(|m| format!("message {}", m.full_name())),
-        );
-        names.extend(pool.all_enums().map(|e| format!("enum {}", e.full_name())));
         for service in pool.services() {
-            names.insert(format!("service {}", service.full_name()));
+            names.insert((0, format!("service {}", service.full_name())));
             names.extend(
                 service
                     .methods()
-                    .map(|m| format!("method {}", m.full_name())),
+                    .map(|m| (1, format!("method {}", m.full_name()))),
             );
         }
+        names.extend(
+            pool.all_messages()
+                .map(|m| (2, format!("message {}", m.full_name()))),
+        );
+        names.extend(
+            pool.all_enums()
+                .map(|e| (3, format!("enum {}", e.full_name()))),
+        );
         names
     };
     let (old, new) = (symbols(committed), symbols(fresh));
     let changes: Vec<String> = new
         .difference(&old)
-        .map(|name| format!("  + {name}"))
-        .chain(old.difference(&new).map(|name| format!("  - {name}")))
+        .map(|(_, name)| format!("  + {name}"))
+        .chain(old.difference(&new).map(|(_, name)| format!("  - {name}")))
         .collect();
     for line in changes.iter().take(MAX_LISTED) {
         let _ = writeln!(out, "{line}");
@@ -244,9 +248,14 @@ fn drift_report_names_what_changed() {
         "{report}"
     );
     assert!(
-        report.contains("  - service ") || report.contains("  - message "),
+        report.contains(&format!(
+            "  - service {}.{}\n",
+            dropped.package(),
+            dropped.service[0].name()
+        )),
         "{report}"
     );
+    assert!(report.contains(" more\n"), "{report}");
     let report = describe_drift(&fewer, committed);
     assert!(
         report.contains(&format!("  + file {}\n", dropped.name())),
