@@ -72,33 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
-            Ok(loaded) => {
-                println!("{}: OK", config.display());
-                for upstream in &loaded.upstreams {
-                    let tls = if upstream.tls.is_some() {
-                        "TLS"
-                    } else {
-                        "plaintext"
-                    };
-                    println!(
-                        "  upstream {:?} -> {} ({tls}, {} connection(s))",
-                        upstream.name, upstream.address, upstream.connections
-                    );
-                }
-                for listener in &loaded.listeners {
-                    let tls = match &listener.tls {
-                        Some(t) if t.client_ca.is_some() => "TLS, client certificates required",
-                        Some(_) => "TLS",
-                        None => "h2c",
-                    };
-                    println!(
-                        "  listener {:?} on {} ({tls}) -> upstream {:?}",
-                        listener.name, listener.listen, listener.upstream
-                    );
-                }
-                println!("  admin on {}", loaded.admin.listen);
-                ExitCode::SUCCESS
-            }
+            Ok(loaded) => check(&config, &loaded),
             Err(err) => {
                 eprintln!("{}: {err}", config.display());
                 ExitCode::from(2)
@@ -116,6 +90,71 @@ fn main() -> ExitCode {
         }
         Command::Descriptors { command } => descriptors(command),
     }
+}
+
+/// Prints what a valid configuration will run: upstreams, listeners, the descriptor set and, for each
+/// translating listener, how many methods have messages to edit.
+fn check(path: &std::path::Path, config: &Config) -> ExitCode {
+    println!("{}: OK", path.display());
+    for upstream in &config.upstreams {
+        let tls = if upstream.tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
+        println!(
+            "  upstream {:?} -> {} ({tls}, {} connection(s))",
+            upstream.name, upstream.address, upstream.connections
+        );
+    }
+    let descriptors = match strait::descriptor_set::Descriptors::embedded_or_load(
+        config.descriptors.file.as_deref(),
+    ) {
+        Ok(descriptors) => descriptors,
+        Err(err) => {
+            eprintln!("{}: descriptors: {err}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut plans = strait::rewrite::PlanCache::default();
+    for listener in &config.listeners {
+        let tls = match &listener.tls {
+            Some(t) if t.client_ca.is_some() => "TLS, client certificates required",
+            Some(_) => "TLS",
+            None => "h2c",
+        };
+        println!(
+            "  listener {:?} on {} ({tls}) -> upstream {:?}",
+            listener.name, listener.listen, listener.upstream
+        );
+        let Some(rewriter) =
+            strait::rewrite::Rewriter::new(&listener.translate, descriptors.pool(), &mut plans)
+        else {
+            println!("    pass-through: no translation");
+            continue;
+        };
+        let translate = &listener.translate;
+        let (mut requests, mut responses, mut methods) = (0, 0, 0);
+        for service in descriptors.pool().services() {
+            for method in service.methods() {
+                methods += 1;
+                let (request, response) =
+                    rewriter.method(&format!("/{}/{}", service.full_name(), method.name()));
+                requests += usize::from(request.is_some());
+                responses += usize::from(response.is_some());
+            }
+        }
+        println!(
+            "    translates {} namespace(s), search attributes for {} namespace(s), UTF-8 repair {}; \
+             edits requests of {requests} and responses of {responses} of {methods} methods",
+            translate.namespaces.len(),
+            translate.search_attributes.len(),
+            if translate.repair_utf8 { "on" } else { "off" },
+        );
+    }
+    println!("  admin on {}", config.admin.listen);
+    println!("  {}", descriptors.summary());
+    ExitCode::SUCCESS
 }
 
 fn descriptors(command: DescriptorsCommand) -> ExitCode {
@@ -153,7 +192,7 @@ fn descriptors(command: DescriptorsCommand) -> ExitCode {
             };
             let dump = match runtime.block_on(strait::reflection::dump(
                 &address,
-                &strait::reflection::SERVICES,
+                &strait::reflection::SYMBOLS,
                 &options,
             )) {
                 Ok(dump) => dump,

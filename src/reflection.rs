@@ -39,6 +39,22 @@ pub const SERVICES: [&str; 3] = [
     "temporal.server.api.adminservice.v1.AdminService",
 ];
 
+/// Everything dumped: the services, plus the types that travel inside `grpc-status-details-bin`
+/// (Strait translates namespace names in error details, so it needs their descriptors too).
+pub const SYMBOLS: [&str; 5] = [
+    SERVICES[0],
+    SERVICES[1],
+    SERVICES[2],
+    ERROR_TYPES[0],
+    ERROR_TYPES[1],
+];
+
+/// Message types dumped with their files (not services, so not in the server's service list).
+pub const ERROR_TYPES: [&str; 2] = [
+    "temporal.api.errordetails.v1.NamespaceNotFoundFailure",
+    "google.rpc.Status",
+];
+
 pub const REFLECTION_V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 pub const REFLECTION_V1ALPHA: &str =
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
@@ -730,8 +746,9 @@ async fn dump_inner(
     let mut connection = Connection::open(address, options).await?;
     let (mut reflection, protocol, exposed_services) =
         Reflection::open(&mut connection, &options.protocols).await?;
+    // Services must be listed; other symbols (message types) are found through their files.
     for service in services {
-        if !exposed_services.iter().any(|s| s == service) {
+        if !ERROR_TYPES.contains(service) && !exposed_services.iter().any(|s| s == service) {
             return Err(ReflectionError::NotExposed {
                 service: (*service).to_owned(),
                 listed: exposed_services.join(", "),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use prost_reflect::DescriptorPool;
 use strait::descriptor_set;
-use strait::reflection::{self, Dump, Options, REFLECTION_V1ALPHA, SERVICES};
+use strait::reflection::{self, Dump, Options, REFLECTION_V1ALPHA, SERVICES, SYMBOLS};
 use temporal::{repo_root, DevServer, DevServerOpts};
 
 fn dump(address: &str, options: &Options) -> Dump {
@@ -26,7 +26,7 @@ fn dump(address: &str, options: &Options) -> Dump {
         .unwrap();
     let start = Instant::now();
     let dump = runtime
-        .block_on(reflection::dump(address, &SERVICES, options))
+        .block_on(reflection::dump(address, &SYMBOLS, options))
         .unwrap_or_else(|e| panic!("dump from {address}: {e}"));
     eprintln!(
         "dumped {} files from {address} in {:?} over {}",

@@ -23,8 +23,9 @@ use crate::transport::connect::{ConnectError, Connector};
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 64 * 1024;
-/// A connection that stayed up this long resets the backoff.
-const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// A connection that stayed up this long is redialled at once when it ends (an upstream restart or
+/// GOAWAY should not cost a backoff delay); shorter-lived ones back off like failed dials.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -270,6 +271,7 @@ impl SlotDriver {
                     warn!(address = %self.connector.address(), reason = %ended, "upstream connection ended");
                     if since.elapsed() >= HEALTHY_AFTER {
                         backoff = self.config.backoff_initial;
+                        continue;
                     }
                 }
                 Err(err) => {
