@@ -25,6 +25,19 @@ pub struct Observed {
     started_tx: Mutex<Option<mpsc::UnboundedSender<String>>>,
     reset_tx: Mutex<Option<mpsc::UnboundedSender<(String, Reason)>>>,
     pub gate: Notify,
+    /// Request messages (raw wire bytes, compressed flag stripped) by method name (the last call).
+    pub bodies: Mutex<HashMap<String, Vec<Bytes>>>,
+    /// Canned replies by method name: response messages and trailers (or, with no messages and
+    /// `trailers_only`, a trailers-only response).
+    pub replies: Mutex<HashMap<String, Reply>>,
+}
+
+#[derive(Clone, Default)]
+pub struct Reply {
+    pub messages: Vec<Bytes>,
+    pub trailers: HeaderMap,
+    pub trailers_only: bool,
+    pub headers: HeaderMap,
 }
 
 pub struct Backend {
@@ -307,6 +320,27 @@ async fn handle(
                 }
             }
             let _ = stream.send_trailers(ok_trailers());
+        }
+        _ if obs.replies.lock().unwrap().contains_key(&method) => {
+            let messages = read_all(&mut body).await;
+            obs.bodies.lock().unwrap().insert(method.clone(), messages);
+            let reply = obs.replies.lock().unwrap()[&method].clone();
+            let mut response = response_headers();
+            response.headers_mut().extend(reply.headers.clone());
+            if reply.trailers_only {
+                response.headers_mut().extend(reply.trailers);
+                let _ = respond.send_response(response, true);
+                return;
+            }
+            let Ok(mut stream) = respond.send_response(response, false) else {
+                return;
+            };
+            for m in reply.messages {
+                if send(&mut stream, m).await.is_err() {
+                    return;
+                }
+            }
+            let _ = stream.send_trailers(reply.trailers);
         }
         _ => {
             // Echo: every request message back, request metadata reflected in response headers.

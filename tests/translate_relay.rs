@@ -1,0 +1,415 @@
+//! Translation through the running proxy, against an in-process backend with canned replies: request
+//! bodies and the `temporal-namespace` header in upstream names, responses and error details
+//! (`grpc-message`, `grpc-status-details-bin`) in client names, gzip messages, refusals with a clear
+//! status (malformed message, unsupported encoding) and the rewrite metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/backend.rs"]
+mod backend;
+#[path = "support/client.rs"]
+mod client;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use backend::{frame, Backend, Reply};
+use bytes::Bytes;
+use client::{connect, grpc_request, unary};
+use http::{HeaderMap, HeaderValue};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, Value};
+use strait::config::Config;
+use strait::rewrite::compression;
+use strait::rewrite::status_details::{base64_decode, base64_encode};
+use strait::Running;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WS: &str = "temporal.api.workflowservice.v1";
+const SERVICE: &str = "/temporal.api.workflowservice.v1.WorkflowService";
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| strait::descriptor_set::embedded().unwrap())
+}
+
+fn desc(name: &str) -> MessageDescriptor {
+    pool().get_message_by_name(name).unwrap()
+}
+
+async fn proxy(backend: &Backend) -> Running {
+    let text = format!(
+        r#"
+        [log]
+        level = "warn"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "backend"
+        address = "{}"
+        [[listener]]
+        name = "translating"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        [listener.translate]
+        namespaces = {{ "orders" = "orders-prod" }}
+        search_attributes = {{ "orders" = {{ "CustomerId" = "OrderCustomer" }} }}
+        repair_utf8 = true
+        "#,
+        backend.addr
+    );
+    let running = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running.is_ready() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running
+}
+
+fn start_request(namespace: &str) -> Vec<u8> {
+    let mut request = DynamicMessage::new(desc(&format!("{WS}.StartWorkflowExecutionRequest")));
+    request.set_field_by_name("namespace", Value::String(namespace.into()));
+    request.set_field_by_name("workflow_id", Value::String("wf-1".into()));
+    let mut attributes = DynamicMessage::new(desc("temporal.api.common.v1.SearchAttributes"));
+    let mut payload = DynamicMessage::new(desc("temporal.api.common.v1.Payload"));
+    payload.set_field_by_name("data", Value::Bytes(Bytes::from_static(b"\"c-42\"")));
+    attributes.set_field_by_name(
+        "indexed_fields",
+        Value::Map(
+            [(MapKey::String("CustomerId".into()), Value::Message(payload))]
+                .into_iter()
+                .collect(),
+        ),
+    );
+    request.set_field_by_name("search_attributes", Value::Message(attributes));
+    request.encode_to_vec()
+}
+
+fn decode(name: &str, bytes: &[u8]) -> DynamicMessage {
+    DynamicMessage::decode(desc(name), bytes).unwrap()
+}
+
+fn ok() -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers
+}
+
+async fn metrics(proxy: &Running) -> String {
+    let mut stream = tokio::net::TcpStream::connect(proxy.admin_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && l.contains(label) && l.contains("listener=\"translating\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn requests_reach_the_upstream_in_upstream_names_with_the_header() {
+    let backend = Backend::start().await;
+    let mut response = DynamicMessage::new(desc(&format!("{WS}.StartWorkflowExecutionResponse")));
+    response.set_field_by_name("run_id", Value::String("run-1".into()));
+    let reply = Reply {
+        messages: vec![frame(&response.encode_to_vec())],
+        trailers: ok(),
+        ..Reply::default()
+    };
+    backend
+        .observed
+        .replies
+        .lock()
+        .unwrap()
+        .insert("StartWorkflowExecution".into(), reply);
+    let proxy = proxy(&backend).await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+
+    let mut request = grpc_request(&format!("{SERVICE}/StartWorkflowExecution"));
+    request
+        .headers_mut()
+        .insert("temporal-namespace", HeaderValue::from_static("orders"));
+    let reply = unary(&client, request, &start_request("orders"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    assert_eq!(
+        decode(
+            &format!("{WS}.StartWorkflowExecutionResponse"),
+            &reply.messages[0]
+        ),
+        response
+    );
+
+    let seen = backend.observed.bodies.lock().unwrap()["StartWorkflowExecution"][0].clone();
+    let seen = decode(&format!("{WS}.StartWorkflowExecutionRequest"), &seen);
+    assert_eq!(
+        seen.get_field_by_name("namespace").unwrap().as_str(),
+        Some("orders-prod")
+    );
+    let attributes = seen.get_field_by_name("search_attributes").unwrap();
+    let keys = attributes
+        .as_message()
+        .unwrap()
+        .get_field_by_name("indexed_fields")
+        .unwrap();
+    assert!(keys
+        .as_map()
+        .unwrap()
+        .contains_key(&MapKey::String("OrderCustomer".into())));
+    let headers = backend.observed.headers.lock().unwrap()["StartWorkflowExecution"].clone();
+    assert_eq!(headers["temporal-namespace"], "orders-prod");
+
+    let text = metrics(&proxy).await;
+    assert!(
+        metric(&text, "strait_rewrite_fields_total", "kind=\"namespace\"") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "strait_rewrite_fields_total",
+            "kind=\"search_attribute\""
+        ) >= 1.0
+    );
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn responses_and_error_details_come_back_in_client_names() {
+    let backend = Backend::start().await;
+    // DescribeNamespace answers with the upstream name.
+    let mut info = DynamicMessage::new(desc("temporal.api.namespace.v1.NamespaceInfo"));
+    info.set_field_by_name("name", Value::String("orders-prod".into()));
+    info.set_field_by_name("id", Value::String("orders-prod-id".into()));
+    let mut described = DynamicMessage::new(desc(&format!("{WS}.DescribeNamespaceResponse")));
+    described.set_field_by_name("namespace_info", Value::Message(info));
+    let reply = Reply {
+        messages: vec![frame(&described.encode_to_vec())],
+        trailers: ok(),
+        ..Reply::default()
+    };
+    backend
+        .observed
+        .replies
+        .lock()
+        .unwrap()
+        .insert("DescribeNamespace".into(), reply);
+
+    // DescribeWorkflowExecution fails with NotFound naming the namespace, with error details.
+    let mut failure = DynamicMessage::new(desc(
+        "temporal.api.errordetails.v1.NamespaceNotFoundFailure",
+    ));
+    failure.set_field_by_name("namespace", Value::String("orders-prod".into()));
+    let mut any = DynamicMessage::new(desc("google.protobuf.Any"));
+    any.set_field_by_name(
+        "type_url",
+        Value::String(
+            "type.googleapis.com/temporal.api.errordetails.v1.NamespaceNotFoundFailure".into(),
+        ),
+    );
+    any.set_field_by_name("value", Value::Bytes(failure.encode_to_vec().into()));
+    let mut status = DynamicMessage::new(desc("google.rpc.Status"));
+    status.set_field_by_name("code", Value::I32(5));
+    status.set_field_by_name(
+        "message",
+        Value::String("Namespace orders-prod is not found.".into()),
+    );
+    status.set_field_by_name("details", Value::List(vec![Value::Message(any)]));
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("5"));
+    trailers.insert(
+        "grpc-message",
+        HeaderValue::from_static("Namespace%20orders-prod%20is%20not%20found."),
+    );
+    trailers.insert(
+        "grpc-status-details-bin",
+        HeaderValue::from_str(&base64_encode(&status.encode_to_vec())).unwrap(),
+    );
+    let reply = Reply {
+        trailers,
+        trailers_only: true,
+        ..Reply::default()
+    };
+    backend
+        .observed
+        .replies
+        .lock()
+        .unwrap()
+        .insert("DescribeWorkflowExecution".into(), reply);
+
+    let proxy = proxy(&backend).await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+
+    let mut request = DynamicMessage::new(desc(&format!("{WS}.DescribeNamespaceRequest")));
+    request.set_field_by_name("namespace", Value::String("orders".into()));
+    let reply = unary(
+        &client,
+        grpc_request(&format!("{SERVICE}/DescribeNamespace")),
+        &request.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    let described = decode(
+        &format!("{WS}.DescribeNamespaceResponse"),
+        &reply.messages[0],
+    );
+    let info = described.get_field_by_name("namespace_info").unwrap();
+    let info = info.as_message().unwrap();
+    assert_eq!(
+        info.get_field_by_name("name").unwrap().as_str(),
+        Some("orders")
+    );
+    assert_eq!(
+        info.get_field_by_name("id").unwrap().as_str(),
+        Some("orders-prod-id"),
+        "IDs are never touched"
+    );
+
+    let mut request = DynamicMessage::new(desc(&format!("{WS}.DescribeWorkflowExecutionRequest")));
+    request.set_field_by_name("namespace", Value::String("orders".into()));
+    let reply = unary(
+        &client,
+        grpc_request(&format!("{SERVICE}/DescribeWorkflowExecution")),
+        &request.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 5);
+    assert_eq!(reply.message(), "Namespace orders is not found.");
+    let details = base64_decode(reply.trailers["grpc-status-details-bin"].as_bytes()).unwrap();
+    let status = decode("google.rpc.Status", &details);
+    assert_eq!(
+        status.get_field_by_name("message").unwrap().as_str(),
+        Some("Namespace orders is not found.")
+    );
+    let details = status.get_field_by_name("details").unwrap();
+    let any = details.as_list().unwrap()[0].as_message().unwrap().clone();
+    let value = any
+        .get_field_by_name("value")
+        .unwrap()
+        .as_bytes()
+        .unwrap()
+        .clone();
+    let failure = decode(
+        "temporal.api.errordetails.v1.NamespaceNotFoundFailure",
+        &value,
+    );
+    assert_eq!(
+        failure.get_field_by_name("namespace").unwrap().as_str(),
+        Some("orders")
+    );
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn gzip_requests_are_edited_and_recompressed() {
+    let backend = Backend::start().await;
+    let reply = Reply {
+        messages: vec![frame(b"")],
+        trailers: ok(),
+        ..Reply::default()
+    };
+    backend
+        .observed
+        .replies
+        .lock()
+        .unwrap()
+        .insert("StartWorkflowExecution".into(), reply);
+    let proxy = proxy(&backend).await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+    let packed = compression::gzip(&start_request("orders")).unwrap();
+    let mut framed = vec![1u8];
+    framed.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&packed);
+    let mut request = grpc_request(&format!("{SERVICE}/StartWorkflowExecution"));
+    request
+        .headers_mut()
+        .insert("grpc-encoding", HeaderValue::from_static("gzip"));
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send.send_request(request, false).unwrap();
+    stream.send_data(Bytes::from(framed), true).unwrap();
+    let reply = client::read_reply(response).await.unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    let seen = backend.observed.bodies.lock().unwrap()["StartWorkflowExecution"][0].clone();
+    let plain = compression::gunzip(&seen, 1 << 20).unwrap();
+    let seen = decode(&format!("{WS}.StartWorkflowExecutionRequest"), &plain);
+    assert_eq!(
+        seen.get_field_by_name("namespace").unwrap().as_str(),
+        Some("orders-prod")
+    );
+
+    // An encoding Strait cannot inflate, on a message it must edit: UNIMPLEMENTED, nothing forwarded.
+    let mut request = grpc_request(&format!("{SERVICE}/StartWorkflowExecution"));
+    request
+        .headers_mut()
+        .insert("grpc-encoding", HeaderValue::from_static("snappy"));
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send.send_request(request, false).unwrap();
+    stream
+        .send_data(Bytes::from_static(&[1, 0, 0, 0, 2, 9, 9]), true)
+        .unwrap();
+    let reply = client::read_reply(response).await.unwrap();
+    assert_eq!(reply.status(), 12);
+    assert!(reply.message().contains("snappy"), "{}", reply.message());
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_malformed_message_that_must_be_edited_fails_the_call_with_internal() {
+    let mut backend = Backend::start().await;
+    let proxy = proxy(&backend).await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+    // Field 1 (namespace) claims 50 bytes but the message ends after 3.
+    let reply = unary(
+        &client,
+        grpc_request(&format!("{SERVICE}/StartWorkflowExecution")),
+        &[0x0a, 50, b'o', b'r', b'd'],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 13);
+    assert!(reply.message().contains("malformed"), "{}", reply.message());
+    // The upstream call was opened (headers go first) and then cancelled, never given the message.
+    assert_eq!(backend.next_started().await, "StartWorkflowExecution");
+    assert!(backend
+        .observed
+        .bodies
+        .lock()
+        .unwrap()
+        .get("StartWorkflowExecution")
+        .is_none());
+    let text = metrics(&proxy).await;
+    assert!(
+        metric(
+            &text,
+            "strait_relay_errors_total",
+            "reason=\"rewrite_failed\""
+        ) >= 1.0,
+        "{text}"
+    );
+
+    // A method this descriptor set does not know (a newer release's) passes untouched, even with
+    // bytes that are not protobuf.
+    let reply = unary(
+        &client,
+        grpc_request(&format!("{SERVICE}/SomeFutureMethod")),
+        &[0xff, 0xff, 0x01],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(reply.messages[0], Bytes::from_static(&[0xff, 0xff, 0x01]));
+    assert!(proxy.shutdown().await);
+}
