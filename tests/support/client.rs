@@ -1,3 +1,4 @@
+#![allow(dead_code)] // Shared by several test crates; each uses a different part.
 //! A minimal HTTP/2 gRPC client for the focused relay tests.
 
 use std::net::SocketAddr;
