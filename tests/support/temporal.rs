@@ -567,16 +567,9 @@ impl Strait {
 
     /// Like [`Strait::start`], with `extra` TOML appended to the generated config.
     pub fn start_with(upstream: &str, extra: &str) -> Self {
-        let dir = TempDir::new("strait");
-        let mut last_failure = String::new();
-        for attempt in 1..=START_ATTEMPTS {
-            let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let admin: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let config = dir.path().join(format!("strait-{attempt}.toml"));
-            fs::write(
-                &config,
-                format!(
-                    r#"[admin]
+        Self::start_config(|listen, admin| {
+            format!(
+                r#"[admin]
 listen = "{admin}"
 
 [[upstream]]
@@ -589,9 +582,25 @@ listen = "{listen}"
 upstream = "temporal"
 
 {extra}"#
-                ),
             )
-            .expect("write strait config");
+        })
+    }
+
+    /// Starts Strait with a whole config of the caller's: `make_config(listen, admin)` gives the TOML
+    /// for a free client-facing listener address and a free admin address (called again with new
+    /// ports if a start attempt loses a port race). The listener at `listen` should be named
+    /// `clients`, which [`Strait::calls`] reads.
+    pub fn start_config(make_config: impl Fn(SocketAddr, SocketAddr) -> String) -> Self {
+        let dir = TempDir::new("strait");
+        let mut last_failure = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let admin: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let config = {
+                let path = dir.path().join(format!("strait-{attempt}.toml"));
+                fs::write(&path, make_config(listen, admin)).expect("write strait config");
+                path
+            };
             let log = dir.path().join(format!("strait-{attempt}.log"));
             let log_file = fs::File::create(&log).expect("create strait log");
             let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
