@@ -659,7 +659,6 @@ fn namespace_not_found_names_the_client_side_namespace() {
 /// Search-attribute names inside error *texts* (`grpc-message`): the server's validation errors
 /// name `OrderCustomer`, which a client of Strait should see as `CustomerId`.
 #[test]
-#[ignore = "Strait translates only namespace names in grpc-message text, not search-attribute names"]
 fn search_attribute_errors_name_the_client_side_attribute() {
     let server = start_server();
     let strait = start_strait(&server);

@@ -23,10 +23,21 @@ pub fn translate_status(
     client_namespace: Option<&str>,
     stats: &mut EditStats,
 ) {
-    let names = rewriter.namespaces.get(Direction::ToClient);
+    // Error text names namespaces and, for the call's namespace, search attributes ("invalid value
+    // for search attribute OrderCustomer"): both are translated back, as whole words.
+    let namespaces = rewriter.namespaces.get(Direction::ToClient);
+    let attributes = client_namespace
+        .and_then(|ns| rewriter.attributes_for(ns))
+        .map(|m| m.get(Direction::ToClient));
+    let names = |word: &str| {
+        namespaces
+            .get(word)
+            .or_else(|| attributes.and_then(|m| m.get(word)))
+            .map(String::as_str)
+    };
     if let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) {
         let decoded = percent_decode(message);
-        if let Some(new) = replace_names(&decoded, &|word| names.get(word).map(String::as_str)) {
+        if let Some(new) = replace_names(&decoded, &names) {
             if let Ok(value) = HeaderValue::from_str(&percent_encode(&new)) {
                 stats.namespaces += 1;
                 headers.insert("grpc-message", value);
@@ -41,13 +52,7 @@ pub fn translate_status(
     };
     let plan = rewriter.plan(Direction::ToClient);
     let editor = rewriter.editor(Direction::ToClient, client_namespace);
-    let Some(new) = edit_status(
-        &details,
-        plan,
-        &editor,
-        &|word| names.get(word).map(String::as_str),
-        stats,
-    ) else {
+    let Some(new) = edit_status(&details, plan, &editor, &names, stats) else {
         return;
     };
     if let Ok(value) = HeaderValue::from_str(&base64_encode(&new)) {

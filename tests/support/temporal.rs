@@ -77,7 +77,20 @@ pub fn python_script(name: &str) -> PathBuf {
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
+/// A port that is free now, chosen *below* the kernel's ephemeral range: dev servers bind their
+/// internal services to ephemeral ports (port 0), so a port picked from that range could be taken by
+/// another test's server between this check and our server's bind (seen as a crash after readiness).
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread processes apart, then walk upwards within 20000..32000.
+    let seed = (std::process::id() % 1000) * 11;
+    for _ in 0..12_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((seed + offset) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
