@@ -6,6 +6,7 @@
 //!                                             │
 //!                         relay::call ◀───────┘  headers (hop-by-hop dropped, :authority set)
 //!                           │  relay::pump: DATA → grpc::frame (5-byte prefixes, size limit) → DATA
+//!                           │  [rewrite::walker: descriptor-guided edits of targeted messages]
 //!                           ▼
 //!                relay::upstream (pool of HTTP/2 connections) ─▶ transport::connect ──TCP/TLS──▶ Temporal
 //! ```
@@ -17,6 +18,9 @@
 //! - `transport`: accepting (`listen`), dialing (`connect`) and rustls settings (`tls`).
 //! - `relay`: the HTTP/2 relay: `server`, `call`, `pump` (flow control), `upstream` (pool).
 //! - `grpc`: message framing, status codes and trailers, `grpc-timeout`, method paths.
+//! - `rewrite`: descriptor-guided wire edits (namespace and search-attribute names, UTF-8 repair):
+//!   `plan`, `wire` (the only code touching tags/varints/lengths), `walker`, `query`, `status_details`.
+//! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set and how it is dumped.
 //! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names, logs.
 
 #![forbid(unsafe_code)]
