@@ -413,3 +413,53 @@ async fn a_malformed_message_that_must_be_edited_fails_the_call_with_internal() 
     assert_eq!(reply.messages[0], Bytes::from_static(&[0xff, 0xff, 0x01]));
     assert!(proxy.shutdown().await);
 }
+
+#[tokio::test]
+async fn a_message_split_into_one_byte_frames_is_gathered_and_edited() {
+    let backend = Backend::start().await;
+    let reply = Reply {
+        messages: vec![frame(b"")],
+        trailers: ok(),
+        ..Reply::default()
+    };
+    backend
+        .observed
+        .replies
+        .lock()
+        .unwrap()
+        .insert("StartWorkflowExecution".into(), reply);
+    let proxy = proxy(&backend).await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send
+        .send_request(
+            grpc_request(&format!("{SERVICE}/StartWorkflowExecution")),
+            false,
+        )
+        .unwrap();
+    // Two messages (a client stream in effect), every byte in its own DATA frame.
+    let mut wire = frame(&start_request("orders")).to_vec();
+    wire.extend_from_slice(&frame(&start_request("elsewhere")));
+    for byte in wire {
+        stream
+            .send_data(Bytes::copy_from_slice(&[byte]), false)
+            .unwrap();
+    }
+    stream.send_data(Bytes::new(), true).unwrap();
+    let reply = client::read_reply(response).await.unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    let seen = backend.observed.bodies.lock().unwrap()["StartWorkflowExecution"].clone();
+    let namespaces: Vec<String> = seen
+        .iter()
+        .map(|m| {
+            let m = decode(&format!("{WS}.StartWorkflowExecutionRequest"), m);
+            m.get_field_by_name("namespace")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(namespaces, vec!["orders-prod", "elsewhere"]);
+    assert!(proxy.shutdown().await);
+}
