@@ -665,3 +665,31 @@ proptest! {
         prop_assert_eq!(same.as_ptr(), body.as_ptr());
     }
 }
+
+#[test]
+fn search_attributes_alone_still_find_the_namespace_in_the_body() {
+    // No namespace renamed, and no temporal-namespace header: the body's namespace picks the map.
+    let rewriter = rewriter(&config(
+        &[],
+        &[("orders", &[("CustomerId", "OrderCustomer")])],
+        false,
+    ));
+    let body = Bytes::from(start_request("orders", &["CustomerId"]).encode_to_vec());
+    let out = edit(&rewriter, START, Direction::ToUpstream, &body, None).unwrap();
+    let decoded =
+        DynamicMessage::decode(desc(&format!("{WS}.StartWorkflowExecutionRequest")), out).unwrap();
+    assert_eq!(
+        decoded.get_field_by_name("namespace").unwrap().as_str(),
+        Some("orders")
+    );
+    let attributes = decoded.get_field_by_name("search_attributes").unwrap();
+    let map = attributes
+        .as_message()
+        .unwrap()
+        .get_field_by_name("indexed_fields")
+        .unwrap();
+    assert!(map
+        .as_map()
+        .unwrap()
+        .contains_key(&MapKey::String("OrderCustomer".into())));
+}

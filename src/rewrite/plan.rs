@@ -122,7 +122,9 @@ pub struct Targets {
 impl Targets {
     fn wants(self, kind: TextKind) -> bool {
         match kind {
-            TextKind::Namespace => self.namespaces,
+            // Search-attribute maps are per namespace: namespace fields are read (to know the call's
+            // namespace) even when no namespace is renamed.
+            TextKind::Namespace => self.namespaces || self.search_attributes,
             TextKind::SearchAttribute | TextKind::Query => self.search_attributes,
             TextKind::Plain => self.utf8,
         }
