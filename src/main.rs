@@ -65,6 +65,10 @@ enum DescriptorsCommand {
         /// A descriptor set file (default: the one embedded in this binary).
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// Also list how every field that names a namespace, search attribute or query is handled:
+        /// edited (and as what), descended into, or deliberately left alone (with the reason).
+        #[arg(long)]
+        fields: bool,
     },
 }
 
@@ -160,16 +164,30 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
 fn descriptors(command: DescriptorsCommand) -> ExitCode {
     use strait::descriptor_set::{self, Descriptors, Origin};
     match command {
-        DescriptorsCommand::Show { file } => match Descriptors::embedded_or_load(file.as_deref()) {
-            Ok(set) => {
-                println!("{}", set.summary());
-                ExitCode::SUCCESS
+        DescriptorsCommand::Show { file, fields } => {
+            match Descriptors::embedded_or_load(file.as_deref()) {
+                Ok(set) => {
+                    println!("{}", set.summary());
+                    if fields {
+                        let classification = strait::rewrite::plan::classify(set.pool());
+                        for (message, field, kind) in &classification.edited {
+                            println!("edit   {message}.{field}: {kind:?}");
+                        }
+                        for (message, field, reason) in &classification.left_alone {
+                            println!("leave  {message}.{field}: {reason}");
+                        }
+                        for (message, field) in &classification.unclassified {
+                            println!("UNCLASSIFIED {message}.{field}");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{err}");
+                    ExitCode::from(2)
+                }
             }
-            Err(err) => {
-                eprintln!("{err}");
-                ExitCode::from(2)
-            }
-        },
+        }
         DescriptorsCommand::Dump {
             address,
             out,
