@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod listen;
+pub mod mux;
 pub mod tls;
 
 use tokio::io::{AsyncRead, AsyncWrite};

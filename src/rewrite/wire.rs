@@ -66,7 +66,18 @@ pub struct Field {
 }
 
 /// Reads a varint at `pos`; returns the value and the position after it.
+#[inline]
 pub fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), WireError> {
+    // Tags and most lengths fit one byte: the common case without a loop.
+    if let Some(&byte) = buf.get(pos) {
+        if byte < 0x80 {
+            return Ok((u64::from(byte), pos + 1));
+        }
+    }
+    read_varint_slow(buf, pos)
+}
+
+fn read_varint_slow(buf: &[u8], pos: usize) -> Result<(u64, usize), WireError> {
     let mut value = 0u64;
     for i in 0..10 {
         let Some(&byte) = buf.get(pos + i) else {
