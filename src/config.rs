@@ -32,6 +32,69 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    #[serde(default, rename = "cluster_connection")]
+    pub cluster_connections: Vec<ClusterConnectionConfig>,
+}
+
+/// A link between the local Temporal cluster and a remote one, through this proxy (and usually a
+/// peer Strait on the other side). Calls flow both ways.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConnectionConfig {
+    pub name: String,
+    pub local: LocalSideConfig,
+    pub remote: RemoteSideConfig,
+    /// Local name = remote name, for calls in both directions.
+    #[serde(default)]
+    pub translate: TranslateConfig,
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+/// The local side: the listener the local Temporal server dials as "the remote cluster", and the
+/// local frontend that calls from the remote side are relayed to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSideConfig {
+    pub listen: String,
+    pub upstream: String,
+    /// TLS towards the local frontend.
+    #[serde(default)]
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// How the remote side is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", deny_unknown_fields)]
+pub enum RemoteSideConfig {
+    /// Plain HTTP/2: a listener the remote side dials, and an address calls to the remote go to.
+    #[serde(rename = "tcp")]
+    Tcp {
+        listen: String,
+        address: String,
+        #[serde(default)]
+        tls: Option<ClientTlsConfig>,
+    },
+    /// Dials the peer Strait's mux port: `sessions` yamux sessions over TCP (+TLS).
+    #[serde(rename = "mux-client")]
+    MuxClient {
+        address: String,
+        #[serde(default = "default_sessions")]
+        sessions: usize,
+        #[serde(default)]
+        tls: Option<ClientTlsConfig>,
+    },
+    /// Accepts peer Strait sessions on one port; with TLS, client certificates are required.
+    #[serde(rename = "mux-server")]
+    MuxServer {
+        listen: String,
+        #[serde(default)]
+        tls: Option<ServerTlsConfig>,
+    },
+}
+
+fn default_sessions() -> usize {
+    4
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -545,10 +608,10 @@ impl Config {
             }
         }
 
-        if self.listeners.is_empty() {
+        if self.listeners.is_empty() && self.cluster_connections.is_empty() {
             report(
                 "listener".into(),
-                "at least one [[listener]] is required".into(),
+                "at least one [[listener]] or [[cluster_connection]] is required".into(),
             );
         }
         let mut listener_names = HashSet::new();
@@ -649,6 +712,106 @@ impl Config {
                 report(
                     key("limits.max_call_duration"),
                     "must be greater than zero when set".into(),
+                );
+            }
+        }
+
+        let mut connection_names = HashSet::new();
+        for (i, connection) in self.cluster_connections.iter().enumerate() {
+            let key = |field: &str| format!("cluster_connection[{i}].{field}");
+            check_name(
+                &connection.name,
+                &key("name"),
+                &mut connection_names,
+                &mut report,
+            );
+            match connection.local.listen.parse::<SocketAddr>() {
+                Ok(addr) => bound.push((addr, key("local.listen"))),
+                Err(_) => report(
+                    key("local.listen"),
+                    format!("{:?} is not an ip:port address", connection.local.listen),
+                ),
+            }
+            if let Err(message) =
+                crate::transport::connect::split_host_port(&connection.local.upstream)
+            {
+                report(key("local.upstream"), message);
+            }
+            if let Some(tls_config) = &connection.local.tls {
+                if let Err(err) = tls::client_config(tls_config) {
+                    report(key(&format!("local.tls.{}", err.key())), err.to_string());
+                }
+            }
+            match &connection.remote {
+                RemoteSideConfig::Tcp {
+                    listen,
+                    address,
+                    tls: tls_config,
+                } => {
+                    match listen.parse::<SocketAddr>() {
+                        Ok(addr) => bound.push((addr, key("remote.listen"))),
+                        Err(_) => report(
+                            key("remote.listen"),
+                            format!("{listen:?} is not an ip:port address"),
+                        ),
+                    }
+                    if let Err(message) = crate::transport::connect::split_host_port(address) {
+                        report(key("remote.address"), message);
+                    }
+                    if let Some(Err(err)) = tls_config.as_ref().map(tls::client_config) {
+                        report(key(&format!("remote.tls.{}", err.key())), err.to_string());
+                    }
+                }
+                RemoteSideConfig::MuxClient {
+                    address,
+                    sessions,
+                    tls: tls_config,
+                } => {
+                    if let Err(message) = crate::transport::connect::split_host_port(address) {
+                        report(key("remote.address"), message);
+                    }
+                    if !(1..=64).contains(sessions) {
+                        report(key("remote.sessions"), "must be between 1 and 64".into());
+                    }
+                    if let Some(Err(err)) = tls_config.as_ref().map(tls::client_config) {
+                        report(key(&format!("remote.tls.{}", err.key())), err.to_string());
+                    }
+                }
+                RemoteSideConfig::MuxServer {
+                    listen,
+                    tls: tls_config,
+                } => {
+                    match listen.parse::<SocketAddr>() {
+                        Ok(addr) => bound.push((addr, key("remote.listen"))),
+                        Err(_) => report(
+                            key("remote.listen"),
+                            format!("{listen:?} is not an ip:port address"),
+                        ),
+                    }
+                    if let Some(tls_config) = tls_config {
+                        // A mux port accepts whole clusters' traffic: never from just any certificate.
+                        if tls_config.client_ca.is_none() {
+                            report(
+                                key("remote.tls.client_ca"),
+                                "required for mux-server: peers must present a certificate it verifies".into(),
+                            );
+                        }
+                        if let Err(err) = tls::server_config(tls_config) {
+                            report(key(&format!("remote.tls.{}", err.key())), err.to_string());
+                        }
+                    }
+                }
+            }
+            check_mapping(
+                &connection.translate.namespaces,
+                &key("translate.namespaces"),
+                &mut report,
+            );
+            for (namespace, names) in &connection.translate.search_attributes {
+                check_mapping(
+                    names,
+                    &key(&format!("translate.search_attributes.{namespace}")),
+                    &mut report,
                 );
             }
         }

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod descriptor_set;
 pub mod grpc;
@@ -60,16 +61,22 @@ use crate::transport::listen::{ListenError, Listener};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("listener {name:?}: {source}")]
-    Listener { name: String, source: ListenError },
+    Listener {
+        name: String,
+        source: Box<ListenError>,
+    },
     #[error("admin listener {address}: {source}")]
     Admin {
         address: String,
         source: std::io::Error,
     },
     #[error("upstream {name:?}: {source}")]
-    Upstream { name: String, source: ConnectError },
+    Upstream {
+        name: String,
+        source: Box<ConnectError>,
+    },
     #[error("descriptor set: {0}")]
-    Descriptors(descriptor_set::DescriptorError),
+    Descriptors(Box<descriptor_set::DescriptorError>),
     #[error("listener {listener:?} names unknown upstream {upstream:?}")]
     UnknownUpstream { listener: String, upstream: String },
 }
@@ -143,7 +150,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .await
             .map_err(|source| StartError::Listener {
                 name: listener_config.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         bound.push((listener_config, listener));
     }
@@ -165,16 +172,60 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         let pool = UpstreamPool::start(upstream, stop_background.clone(), &background).map_err(
             |source| StartError::Upstream {
                 name: upstream.name.clone(),
-                source,
+                source: Box::new(source),
             },
         )?;
         pools.insert(upstream.name.as_str(), pool);
     }
 
+    // Descriptors and rewrite plans only when something edits anything: a pure relay never
+    // decodes a descriptor.
+    let mut rewriters: HashMap<&str, Option<Arc<Rewriter>>> = HashMap::new();
+    let translating = config.listeners.iter().any(|l| !l.translate.is_empty())
+        || config
+            .cluster_connections
+            .iter()
+            .any(|c| !c.translate.is_empty());
+    let descriptors = if translating {
+        Some(
+            descriptor_set::Descriptors::embedded_or_load(config.descriptors.file.as_deref())
+                .map_err(|e| StartError::Descriptors(Box::new(e)))?,
+        )
+    } else {
+        None
+    };
+    let mut plans = PlanCache::default();
+    if let Some(descriptors) = &descriptors {
+        for listener in &config.listeners {
+            let rewriter = Rewriter::new(&listener.translate, descriptors.pool(), &mut plans);
+            rewriters.insert(listener.name.as_str(), rewriter);
+        }
+    }
+    let labeler = Arc::new(MethodLabeler::default());
+
+    let mut link_addresses = Vec::new();
+    let mut link_pools = Vec::new();
+    {
+        let mut link = cluster::LinkContext {
+            lifecycle: &lifecycle,
+            connections: &connections,
+            background: &background,
+            stop_background: &stop_background,
+            labeler: &labeler,
+            descriptors: descriptors.as_ref().map(|d| d.pool()),
+            plans: &mut plans,
+        };
+        for connection in &config.cluster_connections {
+            let started = cluster::start_link(connection, &mut link).await?;
+            link_addresses.extend(started.addresses);
+            link_pools.extend(started.pools);
+        }
+    }
+
     let readiness = Arc::new(Readiness {
         listeners_bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
-        upstreams: pools.values().cloned().collect(),
+        upstreams: pools.values().cloned().chain(link_pools).collect(),
     });
     if let Some(handle) = prometheus.clone() {
         let stop = stop_background.clone();
@@ -192,21 +243,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         stop_background.clone(),
     ));
 
-    // Descriptors and rewrite plans only when some listener edits anything: a pure relay never
-    // decodes a descriptor.
-    let mut rewriters: HashMap<&str, Option<Arc<Rewriter>>> = HashMap::new();
-    if config.listeners.iter().any(|l| !l.translate.is_empty()) {
-        let descriptors =
-            descriptor_set::Descriptors::embedded_or_load(config.descriptors.file.as_deref())
-                .map_err(StartError::Descriptors)?;
-        let mut plans = PlanCache::default();
-        for listener in &config.listeners {
-            let rewriter = Rewriter::new(&listener.translate, descriptors.pool(), &mut plans);
-            rewriters.insert(listener.name.as_str(), rewriter);
-        }
-    }
-
-    let labeler = Arc::new(MethodLabeler::default());
     let mut listeners = HashMap::new();
     for (listener_config, listener) in bound {
         let Some(pool) = pools.get(listener_config.upstream.as_str()) else {
@@ -219,10 +255,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .local_addr()
             .map_err(|source| StartError::Listener {
                 name: listener_config.name.clone(),
-                source: ListenError::Bind {
+                source: Box::new(ListenError::Bind {
                     address: listener_config.listen.clone(),
                     source,
-                },
+                }),
             })?;
         info!(listener = %listener_config.name, %address, upstream = %pool.name(), tls = listener_config.tls.is_some(), "listening");
         listeners.insert(listener_config.name.clone(), address);
@@ -241,6 +277,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             connections.clone(),
         ));
     }
+    listeners.extend(link_addresses);
     readiness.listeners_bound.store(true, Ordering::Release);
     info!(%admin, "admin listening");
 

@@ -3,13 +3,11 @@
 //! closes idle connections and, on shutdown, sends GOAWAY and keeps serving until its calls drain.
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +16,8 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::call::relay_call;
 use super::ListenerContext;
 use crate::metrics::RefusalKind;
-use crate::transport::listen::{Handshaker, Listener};
+use crate::transport::listen::Listener;
+use crate::transport::BoxIo;
 
 /// Streams reset by the client but not yet accepted by us, and resets we send, are bounded: the
 /// HTTP/2 rapid-reset attack (CVE-2023-44487) makes a server do work for streams it never serves.
@@ -66,15 +65,23 @@ pub async fn serve_listener(
             continue;
         };
         let span = info_span!("conn", listener = %ctx.name, %peer);
+        let (ctx, lifecycle, handshaker) =
+            (Arc::clone(&ctx), lifecycle.clone(), handshaker.clone());
         connections.spawn(
-            serve_connection(
-                stream,
-                peer,
-                handshaker.clone(),
-                Arc::clone(&ctx),
-                lifecycle.clone(),
-                permit,
-            )
+            async move {
+                let io = match handshaker
+                    .handshake(stream, ctx.limits.handshake_timeout)
+                    .await
+                {
+                    Ok(io) => io,
+                    Err(err) => {
+                        ctx.metrics.refused(RefusalKind::Handshake);
+                        debug!(error = %err, "TLS handshake failed");
+                        return;
+                    }
+                };
+                serve_connection(io, ctx, lifecycle, Some(permit)).await;
+            }
             .instrument(span),
         );
     }
@@ -97,23 +104,43 @@ impl Activity {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    handshaker: Handshaker,
+/// Serves every byte stream arriving on `inbound` (e.g. streams a peer opens on a mux session) as a
+/// client connection of `ctx`, until `lifecycle.drain` fires or the channel closes.
+pub async fn serve_streams(
+    mut inbound: tokio::sync::mpsc::Receiver<BoxIo>,
     ctx: Arc<ListenerContext>,
     lifecycle: Lifecycle,
-    _permit: OwnedSemaphorePermit,
+    connections: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    loop {
+        let io = tokio::select! {
+            _ = lifecycle.drain.cancelled() => return,
+            io = inbound.recv() => match io {
+                Some(io) => io,
+                None => return,
+            },
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            ctx.metrics.refused(RefusalKind::Limit);
+            continue;
+        };
+        let span = info_span!("conn", listener = %ctx.name, peer = "mux");
+        connections.spawn(
+            serve_connection(io, Arc::clone(&ctx), lifecycle.clone(), Some(permit))
+                .instrument(span),
+        );
+    }
+}
+
+/// Serves one established client connection (TCP, TLS or a mux stream) over HTTP/2.
+pub async fn serve_connection(
+    io: BoxIo,
+    ctx: Arc<ListenerContext>,
+    lifecycle: Lifecycle,
+    _permit: Option<OwnedSemaphorePermit>,
 ) {
     let limits = &ctx.limits;
-    let io = match handshaker.handshake(stream, limits.handshake_timeout).await {
-        Ok(io) => io,
-        Err(err) => {
-            ctx.metrics.refused(RefusalKind::Handshake);
-            debug!(error = %err, "TLS handshake failed");
-            return;
-        }
-    };
     let handshake = h2::server::Builder::new()
         .initial_window_size(limits.stream_window_bytes)
         .initial_connection_window_size(limits.connection_window_bytes)
@@ -138,7 +165,7 @@ async fn serve_connection(
     };
     ctx.metrics.connections_total.increment(1);
     ctx.metrics.connections_open.increment(1.0);
-    debug!(%peer, "connection open");
+    debug!("connection open");
 
     let activity = Arc::new(Activity {
         open: AtomicUsize::new(0),

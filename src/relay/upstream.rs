@@ -17,6 +17,46 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use crate::transport::connect::{ConnectError, Connector};
+use crate::transport::mux::SessionSet;
+
+/// How a pool makes its connections: TCP (+TLS) to an address, or streams on a mux link.
+#[derive(Clone)]
+pub enum Dialer {
+    Tcp(Connector),
+    Mux {
+        sessions: Arc<SessionSet>,
+        label: String,
+        timeout: Duration,
+    },
+}
+
+impl Dialer {
+    fn address(&self) -> &str {
+        match self {
+            Dialer::Tcp(connector) => connector.address(),
+            Dialer::Mux { label, .. } => label,
+        }
+    }
+
+    fn is_tls(&self) -> bool {
+        // A mux link is TLS underneath; HTTP/2 inside it runs without TLS of its own.
+        matches!(self, Dialer::Tcp(connector) if connector.is_tls())
+    }
+
+    async fn connect(&self) -> Result<crate::transport::BoxIo, String> {
+        match self {
+            Dialer::Tcp(connector) => connector.connect().await.map_err(|e| e.to_string()),
+            Dialer::Mux {
+                sessions,
+                label,
+                timeout,
+            } => sessions
+                .open(*timeout)
+                .await
+                .map_err(|e| format!("mux link {label}: {e}")),
+        }
+    }
+}
 
 /// Flow-control windows for responses coming from the upstream: large enough that one stream can
 /// carry 64 KiB messages at full speed, bounded so a stalled client caps what we hold.
@@ -82,7 +122,16 @@ impl UpstreamPool {
         stop: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Self>, ConnectError> {
-        let connector = Connector::new(config)?;
+        Self::start_with(config, Dialer::Tcp(Connector::new(config)?), stop, tracker)
+    }
+
+    /// Like [`start`](Self::start), with connections made by `dialer` (e.g. streams of a mux link).
+    pub fn start_with(
+        config: &UpstreamConfig,
+        connector: Dialer,
+        stop: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Self>, ConnectError> {
         let scheme = if connector.is_tls() {
             Scheme::HTTPS
         } else {
@@ -236,7 +285,7 @@ struct SlotDriver {
     upstream: Arc<str>,
     slot: Arc<Slot>,
     changed: Arc<Notify>,
-    connector: Connector,
+    connector: Dialer,
     config: UpstreamConfig,
     stop: CancellationToken,
 }
@@ -302,7 +351,7 @@ impl SlotDriver {
         ),
         String,
     > {
-        let io = self.connector.connect().await.map_err(|e| e.to_string())?;
+        let io = self.connector.connect().await?;
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)

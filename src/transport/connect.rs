@@ -61,13 +61,21 @@ pub struct Connector {
     address: String,
     timeout: Duration,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    alpn: &'static [u8],
 }
 
 impl Connector {
     pub fn new(upstream: &UpstreamConfig) -> Result<Self, ConnectError> {
+        Self::with_alpn(upstream, b"h2")
+    }
+
+    /// A connector whose TLS handshake must negotiate `alpn` (e.g. the mux protocol).
+    pub fn with_alpn(upstream: &UpstreamConfig, alpn: &'static [u8]) -> Result<Self, ConnectError> {
         let tls = match &upstream.tls {
             Some(tls_config) => {
-                let config = tls::client_config(tls_config)?;
+                let mut config = (*tls::client_config(tls_config)?).clone();
+                config.alpn_protocols = vec![alpn.to_vec()];
+                let config = Arc::new(config);
                 let name = server_name(upstream).map_err(|message| ConnectError::Tls {
                     address: upstream.address.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
@@ -80,6 +88,7 @@ impl Connector {
             address: upstream.address.clone(),
             timeout: upstream.connect_timeout,
             tls,
+            alpn,
         })
     }
 
@@ -119,7 +128,7 @@ impl Connector {
                 address: self.address.clone(),
                 source,
             })?;
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        if stream.get_ref().1.alpn_protocol() != Some(self.alpn) {
             return Err(ConnectError::NoAlpn {
                 address: self.address.clone(),
             });

@@ -26,7 +26,7 @@ pub enum HandshakeError {
     Timeout(Duration),
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
-    #[error("client did not negotiate HTTP/2 (ALPN h2)")]
+    #[error("client did not negotiate the expected protocol (ALPN)")]
     NoAlpn,
 }
 
@@ -34,6 +34,7 @@ pub enum HandshakeError {
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    alpn: &'static [u8],
 }
 
 impl Listener {
@@ -41,8 +42,21 @@ impl Listener {
         address: &str,
         tls_config: Option<&ServerTlsConfig>,
     ) -> Result<Self, ListenError> {
+        Self::bind_with_alpn(address, tls_config, b"h2").await
+    }
+
+    /// A listener whose TLS handshake must negotiate `alpn` (e.g. the mux protocol).
+    pub async fn bind_with_alpn(
+        address: &str,
+        tls_config: Option<&ServerTlsConfig>,
+        alpn: &'static [u8],
+    ) -> Result<Self, ListenError> {
         let tls = match tls_config {
-            Some(config) => Some(TlsAcceptor::from(tls::server_config(config)?)),
+            Some(config) => {
+                let mut server = (*tls::server_config(config)?).clone();
+                server.alpn_protocols = vec![alpn.to_vec()];
+                Some(TlsAcceptor::from(std::sync::Arc::new(server)))
+            }
             None => None,
         };
         let tcp = TcpListener::bind(address)
@@ -51,7 +65,7 @@ impl Listener {
                 address: address.to_owned(),
                 source,
             })?;
-        Ok(Self { tcp, tls })
+        Ok(Self { tcp, tls, alpn })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -69,6 +83,7 @@ impl Listener {
     pub fn handshaker(&self) -> Handshaker {
         Handshaker {
             tls: self.tls.clone(),
+            alpn: self.alpn,
         }
     }
 }
@@ -76,6 +91,7 @@ impl Listener {
 #[derive(Clone)]
 pub struct Handshaker {
     tls: Option<TlsAcceptor>,
+    alpn: &'static [u8],
 }
 
 impl Handshaker {
@@ -95,7 +111,7 @@ impl Handshaker {
             .await
             .map_err(|_| HandshakeError::Timeout(timeout))?
             .map_err(HandshakeError::Tls)?;
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        if tls.get_ref().1.alpn_protocol() != Some(self.alpn) {
             return Err(HandshakeError::NoAlpn);
         }
         Ok(Box::new(tls))

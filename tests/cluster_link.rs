@@ -1,0 +1,229 @@
+//! Cluster connections between two Strait instances, in-process, each in front of its own backend
+//! (standing in for a cluster's frontend): calls flow both ways over one mux link that only one side
+//! accepts, mutual TLS is enforced on the mux port, a lost link fails in-flight calls promptly with
+//! UNAVAILABLE, and tcp mode relays both ways too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/backend.rs"]
+mod backend;
+#[path = "support/client.rs"]
+mod client;
+
+use std::time::{Duration, Instant};
+
+use backend::Backend;
+use bytes::Bytes;
+use client::{connect, grpc_request, unary};
+use strait::config::Config;
+use strait::Running;
+
+fn certs(name: &str) -> String {
+    format!("{}/tests/fixtures/certs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn start(text: &str) -> Running {
+    strait::start(&Config::parse(text).unwrap()).await.unwrap()
+}
+
+async fn wait_ready(running: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !running.is_ready() {
+        assert!(Instant::now() < deadline, "proxy not ready in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mux_server(backend: &Backend, grace: &str) -> String {
+    format!(
+        r#"
+        [log]
+        level = "warn"
+        [admin]
+        listen = "127.0.0.1:0"
+        [shutdown]
+        grace = "{grace}"
+        [[cluster_connection]]
+        name = "b-a"
+        local = {{ listen = "127.0.0.1:0", upstream = "{}" }}
+        remote = {{ mode = "mux-server", listen = "127.0.0.1:0", tls = {{ cert = "{}", key = "{}", client_ca = "{}" }} }}
+        "#,
+        backend.addr,
+        certs("server.pem"),
+        certs("server-key.pem"),
+        certs("ca.pem")
+    )
+}
+
+fn mux_client(backend: &Backend, mux: std::net::SocketAddr, cert: &str, key: &str) -> String {
+    format!(
+        r#"
+        [log]
+        level = "warn"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[cluster_connection]]
+        name = "a-b"
+        local = {{ listen = "127.0.0.1:0", upstream = "{}" }}
+        remote = {{ mode = "mux-client", address = "{mux}", sessions = 2, tls = {{ ca = "{}", cert = "{}", key = "{}", server_name = "localhost" }} }}
+        "#,
+        backend.addr,
+        certs("ca.pem"),
+        certs(cert),
+        certs(key)
+    )
+}
+
+#[tokio::test]
+async fn calls_flow_both_ways_over_one_mux_link_with_mutual_tls() {
+    let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
+    let b = start(&mux_server(&backend_b, "5s")).await;
+    let mux = b.listener_addr("b-a.mux").unwrap();
+    let a = start(&mux_client(&backend_a, mux, "client.pem", "client-key.pem")).await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+
+    // A's cluster calls B's cluster: in at A's local listener, out at B's backend.
+    let from_a = connect(a.listener_addr("a-b.local").unwrap()).await;
+    for i in 0..5 {
+        let body = format!("a to b {i}");
+        let reply = unary(
+            &from_a,
+            grpc_request("/temporal.server.api.adminservice.v1.AdminService/DescribeCluster"),
+            body.as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status(), 0, "{}", reply.message());
+        assert_eq!(reply.messages[0], Bytes::from(body));
+    }
+    assert_eq!(backend_b.observed.authorities.lock().unwrap().len(), 5);
+    assert!(backend_a.observed.authorities.lock().unwrap().is_empty());
+
+    // B's cluster calls A's cluster over the same link, which B only accepted.
+    let from_b = connect(b.listener_addr("b-a.local").unwrap()).await;
+    let reply = unary(
+        &from_b,
+        grpc_request("/temporal.server.api.adminservice.v1.AdminService/DescribeCluster"),
+        b"b to a",
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    assert_eq!(reply.messages[0], Bytes::from_static(b"b to a"));
+    assert_eq!(backend_a.observed.authorities.lock().unwrap().len(), 1);
+
+    assert!(a.shutdown().await);
+    assert!(b.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_on_the_mux_port() {
+    let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
+    let b = start(&mux_server(&backend_b, "5s")).await;
+    let mux = b.listener_addr("b-a.mux").unwrap();
+    let rogue = start(&mux_client(
+        &backend_a,
+        mux,
+        "rogue-client.pem",
+        "rogue-client-key.pem",
+    ))
+    .await;
+    let client = connect(rogue.listener_addr("a-b.local").unwrap()).await;
+    let reply = unary(
+        &client,
+        grpc_request("/temporal.server.api.adminservice.v1.AdminService/DescribeCluster"),
+        b"x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 14, "{}", reply.message());
+    assert!(!rogue.is_ready());
+    assert!(backend_b.observed.authorities.lock().unwrap().is_empty());
+    rogue.shutdown().await;
+    assert!(b.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_lost_link_fails_in_flight_calls_promptly_and_new_calls_get_unavailable() {
+    let (backend_a, mut backend_b) = (Backend::start().await, Backend::start().await);
+    let b = start(&mux_server(&backend_b, "1ms")).await;
+    let mux = b.listener_addr("b-a.mux").unwrap();
+    let a = start(&mux_client(&backend_a, mux, "client.pem", "client-key.pem")).await;
+    wait_ready(&a).await;
+    let client = connect(a.listener_addr("a-b.local").unwrap()).await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { unary(&client, grpc_request("/x.Y/Hang"), b"long").await }
+    });
+    assert_eq!(backend_b.next_started().await, "Hang");
+    let cut = Instant::now();
+    b.shutdown().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    match outcome {
+        Ok(reply) => assert_eq!(reply.status(), 14, "{}", reply.message()),
+        Err(err) => panic!("expected UNAVAILABLE, got {err}"),
+    }
+    assert!(
+        cut.elapsed() < Duration::from_secs(5),
+        "in-flight call outlived the link by {:?}",
+        cut.elapsed()
+    );
+    let reply = unary(&client, grpc_request("/x.Y/Unary"), b"x")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 14);
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_mode_relays_both_ways_between_two_proxies() {
+    let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
+    // Fixed ports are avoided: B's remote listener is bound first, then A points at it, then B is
+    // pointed at A's remote listener through a second start (addresses are only known after binding).
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (a_remote, b_remote) = (free(), free());
+    let config = |name: &str,
+                  backend: &Backend,
+                  listen: std::net::SocketAddr,
+                  peer: std::net::SocketAddr| {
+        format!(
+            r#"
+            [log]
+            level = "warn"
+            [admin]
+            listen = "127.0.0.1:0"
+            [[cluster_connection]]
+            name = "{name}"
+            local = {{ listen = "127.0.0.1:0", upstream = "{}" }}
+            remote = {{ mode = "tcp", listen = "{listen}", address = "{peer}" }}
+            "#,
+            backend.addr
+        )
+    };
+    let a = start(&config("a-b", &backend_a, a_remote, b_remote)).await;
+    let b = start(&config("b-a", &backend_b, b_remote, a_remote)).await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let from_a = connect(a.listener_addr("a-b.local").unwrap()).await;
+    let reply = unary(&from_a, grpc_request("/x.Y/Unary"), b"via tcp")
+        .await
+        .unwrap();
+    assert_eq!(reply.messages[0], Bytes::from_static(b"via tcp"));
+    assert_eq!(backend_b.observed.authorities.lock().unwrap().len(), 1);
+    let from_b = connect(b.listener_addr("b-a.local").unwrap()).await;
+    let reply = unary(&from_b, grpc_request("/x.Y/Unary"), b"and back")
+        .await
+        .unwrap();
+    assert_eq!(reply.messages[0], Bytes::from_static(b"and back"));
+    assert_eq!(backend_a.observed.authorities.lock().unwrap().len(), 1);
+    assert!(a.shutdown().await);
+    assert!(b.shutdown().await);
+}
