@@ -199,6 +199,10 @@ pub struct ServerTlsConfig {
     pub key: PathBuf,
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: the client certificate must also name one of these (DNS names or IP
+    /// addresses in its subjectAltName). Empty = any certificate the CA signed.
+    #[serde(default)]
+    pub allowed_sans: Vec<String>,
 }
 
 /// TLS towards an upstream. Without `ca` the system's trust store is used.

@@ -156,6 +156,31 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
             if translate.repair_utf8 { "on" } else { "off" },
         );
     }
+    for connection in &config.cluster_connections {
+        let remote = match &connection.remote {
+            strait::config::RemoteSideConfig::Tcp {
+                listen, address, ..
+            } => {
+                format!("tcp: accepts on {listen}, calls go to {address}")
+            }
+            strait::config::RemoteSideConfig::MuxClient {
+                address,
+                sessions,
+                tls,
+            } => format!(
+                "mux-client: {sessions} session(s) to {address}{}",
+                if tls.is_some() { " over TLS" } else { "" }
+            ),
+            strait::config::RemoteSideConfig::MuxServer { listen, tls } => format!(
+                "mux-server: accepts sessions on {listen}{}",
+                if tls.is_some() { " (mutual TLS)" } else { "" }
+            ),
+        };
+        println!(
+            "  cluster connection {:?}: local cluster dials {}, frontend {}; remote {remote}",
+            connection.name, connection.local.listen, connection.local.upstream
+        );
+    }
     println!("  admin on {}", config.admin.listen);
     println!("  {}", descriptors.summary());
     ExitCode::SUCCESS

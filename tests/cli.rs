@@ -39,6 +39,32 @@ fn version_and_help() {
 }
 
 #[test]
+fn every_shipped_config_is_valid() {
+    // Run from the repository root: certificate paths in the examples are relative to it.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(format!("{root}/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = strait()
+                .current_dir(root)
+                .args(["check", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} configs found");
+}
+
+#[test]
 fn check_accepts_the_shipped_config() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
     let out = strait().args(["check", "--config", path]).output().unwrap();

@@ -34,6 +34,10 @@ async fn wait_ready(running: &Running) {
 }
 
 fn mux_server(backend: &Backend, grace: &str) -> String {
+    mux_server_with(backend, grace, "")
+}
+
+fn mux_server_with(backend: &Backend, grace: &str, extra_tls: &str) -> String {
     format!(
         r#"
         [log]
@@ -45,7 +49,7 @@ fn mux_server(backend: &Backend, grace: &str) -> String {
         [[cluster_connection]]
         name = "b-a"
         local = {{ listen = "127.0.0.1:0", upstream = "{}" }}
-        remote = {{ mode = "mux-server", listen = "127.0.0.1:0", tls = {{ cert = "{}", key = "{}", client_ca = "{}" }} }}
+        remote = {{ mode = "mux-server", listen = "127.0.0.1:0", tls = {{ cert = "{}", key = "{}", client_ca = "{}"{extra_tls} }} }}
         "#,
         backend.addr,
         certs("server.pem"),
@@ -141,6 +145,29 @@ async fn a_certificate_from_another_ca_is_refused_on_the_mux_port() {
     assert!(backend_b.observed.authorities.lock().unwrap().is_empty());
     rogue.shutdown().await;
     assert!(b.shutdown().await);
+}
+
+#[tokio::test]
+async fn the_allowed_san_list_is_enforced_on_top_of_the_ca() {
+    for (allowed, admitted) in [("strait-client.test", true), ("someone-else.test", false)] {
+        let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
+        let extra = format!(", allowed_sans = [\"{allowed}\"]");
+        let b = start(&mux_server_with(&backend_b, "5s", &extra)).await;
+        let mux = b.listener_addr("b-a.mux").unwrap();
+        let a = start(&mux_client(&backend_a, mux, "client.pem", "client-key.pem")).await;
+        let client = connect(a.listener_addr("a-b.local").unwrap()).await;
+        let reply = unary(&client, grpc_request("/x.Y/Unary"), b"san")
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.status() == 0,
+            admitted,
+            "allowed {allowed}: {}",
+            reply.message()
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -28,6 +29,8 @@ pub enum HandshakeError {
     Tls(std::io::Error),
     #[error("client did not negotiate the expected protocol (ALPN)")]
     NoAlpn,
+    #[error("client certificate names none of the allowed subject names")]
+    SanNotAllowed,
 }
 
 /// A bound listener, plain or TLS.
@@ -35,6 +38,7 @@ pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
     alpn: &'static [u8],
+    allowed: std::sync::Arc<Vec<ServerName<'static>>>,
 }
 
 impl Listener {
@@ -65,7 +69,16 @@ impl Listener {
                 address: address.to_owned(),
                 source,
             })?;
-        Ok(Self { tcp, tls, alpn })
+        let allowed = match tls_config {
+            Some(config) => tls::allowed_names(config)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            tcp,
+            tls,
+            alpn,
+            allowed: std::sync::Arc::new(allowed),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -84,6 +97,7 @@ impl Listener {
         Handshaker {
             tls: self.tls.clone(),
             alpn: self.alpn,
+            allowed: std::sync::Arc::clone(&self.allowed),
         }
     }
 }
@@ -92,6 +106,7 @@ impl Listener {
 pub struct Handshaker {
     tls: Option<TlsAcceptor>,
     alpn: &'static [u8],
+    allowed: std::sync::Arc<Vec<ServerName<'static>>>,
 }
 
 impl Handshaker {
@@ -113,6 +128,17 @@ impl Handshaker {
             .map_err(HandshakeError::Tls)?;
         if tls.get_ref().1.alpn_protocol() != Some(self.alpn) {
             return Err(HandshakeError::NoAlpn);
+        }
+        if !self.allowed.is_empty() {
+            let names_one = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .is_some_and(|leaf| tls::names_any(leaf, &self.allowed));
+            if !names_one {
+                return Err(HandshakeError::SanNotAllowed);
+            }
         }
         Ok(Box::new(tls))
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -116,8 +116,39 @@ fn root_store(field: &'static str, path: &Path) -> Result<RootCertStore, TlsErro
     Ok(roots)
 }
 
+/// The subject names a client certificate must match one of (`allowed_sans`).
+pub fn allowed_names(config: &ServerTlsConfig) -> Result<Vec<ServerName<'static>>, TlsError> {
+    config
+        .allowed_sans
+        .iter()
+        .map(|san| {
+            ServerName::try_from(san.clone()).map_err(|_| {
+                TlsError::Verifier(format!(
+                    "allowed_sans: {san:?} is not a DNS name or IP address"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// True when the end-entity certificate names one of `allowed` in its subjectAltName.
+pub fn names_any(certificate: &CertificateDer<'_>, allowed: &[ServerName<'static>]) -> bool {
+    let Ok(certificate) = webpki::EndEntityCert::try_from(certificate) else {
+        return false;
+    };
+    allowed
+        .iter()
+        .any(|name| certificate.verify_is_valid_for_subject_name(name).is_ok())
+}
+
 /// Server side of a listener: ALPN `h2`; with `client_ca`, a verified client certificate is required.
 pub fn server_config(config: &ServerTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    if !config.allowed_sans.is_empty() && config.client_ca.is_none() {
+        return Err(TlsError::Verifier(
+            "allowed_sans needs client_ca".to_owned(),
+        ));
+    }
+    allowed_names(config)?;
     let certs = load_certs("cert", &config.cert)?;
     let key = load_key("key", &config.key)?;
     let builder = ServerConfig::builder_with_provider(provider())
