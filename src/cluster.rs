@@ -242,6 +242,20 @@ pub async fn start_link(
         }
     };
 
+    let methods = match &config.acl {
+        Some(acl) => Some(Arc::new(
+            crate::access::MethodPolicy::new(&acl.allowed_methods).map_err(|err| {
+                StartError::Acl {
+                    name: name.clone(),
+                    message: err.to_string(),
+                }
+            })?,
+        )),
+        None => None,
+    };
+    let local_methods = methods
+        .clone()
+        .filter(|_| config.acl.as_ref().is_some_and(|a| a.apply_to_local));
     // Calls from the local cluster go out in remote names; calls from the remote come in local names.
     let outbound = Arc::new(ListenerContext {
         name: Arc::from(format!("{name}-local").as_str()),
@@ -250,6 +264,7 @@ pub async fn start_link(
         metrics: ListenerMetrics::new(&format!("{name}-local")),
         labeler: Arc::clone(link.labeler),
         rewriter: rewriter(&config.translate, link),
+        methods: local_methods,
     });
     let inbound = Arc::new(ListenerContext {
         name: Arc::from(format!("{name}-remote").as_str()),
@@ -258,6 +273,7 @@ pub async fn start_link(
         metrics: ListenerMetrics::new(&format!("{name}-remote")),
         labeler: Arc::clone(link.labeler),
         rewriter: rewriter(&inverse(&config.translate), link),
+        methods,
     });
     let connections = link.connections.clone();
     link.connections.spawn(serve_listener(

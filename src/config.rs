@@ -47,8 +47,23 @@ pub struct ClusterConnectionConfig {
     /// Local name = remote name, for calls in both directions.
     #[serde(default)]
     pub translate: TranslateConfig,
+    /// Which calls may cross this connection.
+    #[serde(default)]
+    pub acl: Option<AclConfig>,
     #[serde(default)]
     pub limits: ListenerLimits,
+}
+
+/// Access control for a cluster connection. Applies to calls arriving from the remote side, and with
+/// `apply_to_local` also to calls the local cluster makes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    /// `Service.Method` patterns on the service's short name: `AdminService.*`,
+    /// `WorkflowService.DescribeNamespace`, or `*`.
+    pub allowed_methods: Vec<String>,
+    #[serde(default)]
+    pub apply_to_local: bool,
 }
 
 /// The local side: the listener the local Temporal server dials as "the remote cluster", and the

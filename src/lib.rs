@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod cluster;
 pub mod config;
@@ -77,6 +78,8 @@ pub enum StartError {
     },
     #[error("descriptor set: {0}")]
     Descriptors(Box<descriptor_set::DescriptorError>),
+    #[error("cluster connection {name:?}: acl: {message}")]
+    Acl { name: String, message: String },
     #[error("listener {listener:?} names unknown upstream {upstream:?}")]
     UnknownUpstream { listener: String, upstream: String },
 }
@@ -269,6 +272,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             metrics: metrics::ListenerMetrics::new(&listener_config.name),
             labeler: Arc::clone(&labeler),
             rewriter: rewriters.remove(listener_config.name.as_str()).flatten(),
+            methods: None,
         });
         connections.spawn(serve_listener(
             listener,

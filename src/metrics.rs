@@ -107,10 +107,11 @@ pub enum RelayErrorKind {
     DeadlineExceeded,
     NotGrpc,
     RewriteFailed,
+    PermissionDenied,
 }
 
 impl RelayErrorKind {
-    const ALL: [RelayErrorKind; 7] = [
+    const ALL: [RelayErrorKind; 8] = [
         RelayErrorKind::UpstreamUnavailable,
         RelayErrorKind::UpstreamFailed,
         RelayErrorKind::MessageTooLarge,
@@ -118,6 +119,7 @@ impl RelayErrorKind {
         RelayErrorKind::DeadlineExceeded,
         RelayErrorKind::NotGrpc,
         RelayErrorKind::RewriteFailed,
+        RelayErrorKind::PermissionDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +131,7 @@ impl RelayErrorKind {
             RelayErrorKind::DeadlineExceeded => "deadline_exceeded",
             RelayErrorKind::NotGrpc => "not_grpc",
             RelayErrorKind::RewriteFailed => "rewrite_failed",
+            RelayErrorKind::PermissionDenied => "permission_denied",
         }
     }
 }
@@ -164,7 +167,7 @@ pub struct ListenerMetrics {
     pub response_messages: Counter,
     pub connections_total: Counter,
     pub connections_open: Gauge,
-    errors: [Counter; 7],
+    errors: [Counter; 8],
     rewrites: [Counter; 4],
     methods: Mutex<HashMap<MethodKey, Arc<MethodMetrics>>>,
 }

@@ -22,4 +22,6 @@ pub struct ListenerContext {
     pub labeler: Arc<MethodLabeler>,
     /// Name translation and UTF-8 repair; `None` relays every message untouched.
     pub rewriter: Option<Arc<crate::rewrite::Rewriter>>,
+    /// Methods allowed through (cluster connections); `None` allows every method.
+    pub methods: Option<Arc<crate::access::MethodPolicy>>,
 }

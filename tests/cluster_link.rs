@@ -254,3 +254,49 @@ async fn tcp_mode_relays_both_ways_between_two_proxies() {
     assert!(a.shutdown().await);
     assert!(b.shutdown().await);
 }
+
+#[tokio::test]
+async fn calls_from_the_remote_side_are_limited_to_the_allowed_methods() {
+    let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
+    // B only lets AdminService calls and DescribeNamespace in from A.
+    let acl =
+        "acl = { allowed_methods = [\"AdminService.*\", \"WorkflowService.DescribeNamespace\"] }";
+    let b = start(&format!(
+        "{}\n        {acl}\n",
+        mux_server(&backend_b, "5s")
+    ))
+    .await;
+    let mux = b.listener_addr("b-a.mux").unwrap();
+    let a = start(&mux_client(&backend_a, mux, "client.pem", "client-key.pem")).await;
+    wait_ready(&a).await;
+    let from_a = connect(a.listener_addr("a-b.local").unwrap()).await;
+    let allowed = [
+        "/temporal.server.api.adminservice.v1.AdminService/StreamWorkflowReplicationMessages",
+        "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace",
+    ];
+    for path in allowed {
+        let reply = unary(&from_a, grpc_request(path), b"ok").await.unwrap();
+        assert_eq!(reply.status(), 0, "{path}: {}", reply.message());
+    }
+    let denied = "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution";
+    let reply = unary(&from_a, grpc_request(denied), b"no").await.unwrap();
+    assert_eq!(reply.status(), 7);
+    assert!(
+        reply.message().contains("StartWorkflowExecution"),
+        "{}",
+        reply.message()
+    );
+    assert_eq!(
+        backend_b.observed.authorities.lock().unwrap().len(),
+        2,
+        "the denied call reached B"
+    );
+    // B's own calls towards A are not limited (apply_to_local is off).
+    let from_b = connect(b.listener_addr("b-a.local").unwrap()).await;
+    let reply = unary(&from_b, grpc_request(denied), b"local")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert!(a.shutdown().await);
+    assert!(b.shutdown().await);
+}

@@ -160,6 +160,19 @@ async fn relay(
         return status.code;
     }
 
+    if let Some(policy) = &ctx.methods {
+        let path = parts.uri.path();
+        if !policy.allows(path) {
+            ctx.metrics.relay_error(RelayErrorKind::PermissionDenied);
+            let status = Status::new(
+                Code::PermissionDenied,
+                format!("method {path} is not allowed on {:?}", ctx.name),
+            );
+            client.fail(&status);
+            return status.code;
+        }
+    }
+
     // The call's own deadline, else the listener's cap; never a proxy timeout shorter than the call's.
     let own = parts.headers.get("grpc-timeout").and_then(timeout::parse);
     let budget = match own {
