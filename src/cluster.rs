@@ -63,16 +63,9 @@ fn upstream_config(
     connections: usize,
 ) -> UpstreamConfig {
     UpstreamConfig {
-        name,
-        address: address.to_owned(),
         tls,
-        authority: None,
         connections,
-        connect_timeout: Duration::from_secs(5),
-        backoff_initial: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(5),
-        keepalive_interval: Duration::from_secs(30),
-        keepalive_timeout: Duration::from_secs(10),
+        ..UpstreamConfig::with_defaults(name, address.to_owned())
     }
 }
 

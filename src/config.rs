@@ -279,6 +279,22 @@ pub struct UpstreamConfig {
 }
 
 impl UpstreamConfig {
+    /// An upstream with every default, as an `[[upstream]]` table with only a name and address.
+    pub fn with_defaults(name: String, address: String) -> Self {
+        Self {
+            name,
+            address,
+            tls: None,
+            authority: None,
+            connections: Self::default_connections(),
+            connect_timeout: Self::default_connect_timeout(),
+            backoff_initial: Self::default_backoff_initial(),
+            backoff_max: Self::default_backoff_max(),
+            keepalive_interval: Self::default_keepalive(),
+            keepalive_timeout: Self::default_keepalive_timeout(),
+        }
+    }
+
     fn default_connections() -> usize {
         1
     }
