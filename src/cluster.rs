@@ -157,7 +157,7 @@ pub async fn start_link(
             sessions: count,
             tls,
         } => {
-            let set = SessionSet::new();
+            let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
             let upstream = upstream_config(format!("{name}-mux"), address, tls.clone(), *count);
             let connector = Connector::with_alpn(&upstream, MUX_ALPN).map_err(|source| {
@@ -187,7 +187,7 @@ pub async fn start_link(
                 .await
                 .map_err(fail)?;
             addresses.push((format!("{name}.mux"), local_addr(&listener, name)?));
-            let set = SessionSet::new();
+            let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
             let stop = link.stop_background.clone();
             let accepted = Arc::clone(&set);

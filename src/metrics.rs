@@ -32,6 +32,10 @@ pub const CONNECTIONS_REFUSED_TOTAL: &str = "strait_connections_refused_total";
 pub const RELAY_ERRORS_TOTAL: &str = "strait_relay_errors_total";
 /// Fields edited by the rewriter, by listener and kind (namespace|search_attribute|query|utf8_repair).
 pub const REWRITE_FIELDS_TOTAL: &str = "strait_rewrite_fields_total";
+/// Mux sessions up now, by cluster connection.
+pub const MUX_SESSIONS: &str = "strait_mux_sessions";
+/// Mux sessions established, by cluster connection (reconnects show here).
+pub const MUX_SESSIONS_TOTAL: &str = "strait_mux_sessions_total";
 /// Upstream HTTP/2 connections up now, by upstream.
 pub const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
 /// Failed upstream connection attempts, by upstream.
@@ -90,6 +94,8 @@ fn describe() {
     describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Client connections refused");
     describe_counter!(RELAY_ERRORS_TOTAL, "Calls failed by the proxy");
     describe_counter!(REWRITE_FIELDS_TOTAL, "Fields edited by the rewriter");
+    describe_gauge!(MUX_SESSIONS, "Mux sessions up");
+    describe_counter!(MUX_SESSIONS_TOTAL, "Mux sessions established");
     describe_gauge!(UPSTREAM_CONNECTIONS_OPEN, "Upstream HTTP/2 connections up");
     describe_counter!(
         UPSTREAM_CONNECT_ERRORS_TOTAL,
@@ -265,6 +271,14 @@ impl MethodMetrics {
         });
         counter.increment(1);
     }
+}
+
+/// (sessions up, sessions established) for one cluster connection's mux link.
+pub fn mux_sessions(link: &str) -> (Gauge, Counter) {
+    (
+        gauge!(MUX_SESSIONS, "link" => link.to_owned()),
+        counter!(MUX_SESSIONS_TOTAL, "link" => link.to_owned()),
+    )
 }
 
 pub fn upstream_connections_open(upstream: &str) -> Gauge {

@@ -116,8 +116,28 @@ async fn calls_flow_both_ways_over_one_mux_link_with_mutual_tls() {
     assert_eq!(reply.messages[0], Bytes::from_static(b"b to a"));
     assert_eq!(backend_a.observed.authorities.lock().unwrap().len(), 1);
 
+    // Both configured sessions are up and counted.
+    let metrics = metrics_text(a.admin_addr()).await;
+    let sessions = metrics
+        .lines()
+        .find(|l| l.starts_with("strait_mux_sessions{") && l.contains("link=\"a-b\""))
+        .unwrap_or_else(|| panic!("no session gauge in {metrics}"));
+    assert!(sessions.ends_with(" 2"), "{sessions}");
+
     assert!(a.shutdown().await);
     assert!(b.shutdown().await);
+}
+
+async fn metrics_text(admin: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
 }
 
 #[tokio::test]

@@ -184,6 +184,7 @@ pub struct SessionSet {
     sessions: Mutex<Vec<Session>>,
     next: AtomicUsize,
     changed: Notify,
+    metrics: Option<(metrics::Gauge, metrics::Counter)>,
 }
 
 impl SessionSet {
@@ -191,14 +192,29 @@ impl SessionSet {
         Arc::new(Self::default())
     }
 
+    /// A set whose sessions are counted in the mux metrics of `link`.
+    pub fn for_link(link: &str) -> Arc<Self> {
+        Arc::new(Self {
+            metrics: Some(crate::metrics::mux_sessions(link)),
+            ..Self::default()
+        })
+    }
+
     /// Adds a session and forgets it when it ends.
     pub fn add(self: &Arc<Self>, session: Session) {
         self.lock().push(session.clone());
+        if let Some((up, total)) = &self.metrics {
+            up.increment(1.0);
+            total.increment(1);
+        }
         self.changed.notify_waiters();
         let set = Arc::clone(self);
         tokio::spawn(async move {
             session.closed().await;
             set.lock().retain(|s| s.id != session.id);
+            if let Some((up, _)) = &set.metrics {
+                up.decrement(1.0);
+            }
             set.changed.notify_waiters();
         });
     }
@@ -289,5 +305,41 @@ mod tests {
         let err = set.open(Duration::from_millis(200)).await;
         assert!(err.is_err());
         assert_eq!(set.live(), 0);
+    }
+
+    /// Sessions come and go (each with streams opened both ways) without leaving tasks behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_sessions_leave_no_tasks_behind() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let set = SessionSet::new();
+        let baseline = metrics.num_alive_tasks();
+        for _ in 0..1000 {
+            let (a, b) = tokio::io::duplex(16 * 1024);
+            let stop = CancellationToken::new();
+            let (a_in_tx, _a_in) = mpsc::channel(8);
+            let (b_in_tx, mut b_in) = mpsc::channel(8);
+            let a = spawn_session(a, Role::Client, a_in_tx, stop.clone());
+            let _b = spawn_session(b, Role::Server, b_in_tx, stop.clone());
+            set.add(a.clone());
+            let mut out = set.open(Duration::from_secs(5)).await.unwrap();
+            out.write_all(b"x").await.unwrap();
+            let mut accepted = b_in.recv().await.unwrap();
+            let mut byte = [0u8; 1];
+            accepted.read_exact(&mut byte).await.unwrap();
+            stop.cancel();
+            a.closed().await;
+        }
+        // Drivers and watchers finish shortly after their sessions; wait for that, bounded.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while metrics.num_alive_tasks() > baseline && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            metrics.num_alive_tasks() <= baseline,
+            "{} tasks left",
+            metrics.num_alive_tasks() - baseline
+        );
+        assert_eq!(set.live(), 0);
+        assert!(set.lock().is_empty(), "closed sessions are forgotten");
     }
 }
