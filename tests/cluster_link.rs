@@ -82,12 +82,15 @@ async fn calls_flow_both_ways_over_one_mux_link_with_mutual_tls() {
     let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
     let b = start(&mux_server(&backend_b, "5s")).await;
     let mux = b.listener_addr("b-a.mux").unwrap();
-    let a = start(&mux_client(&backend_a, mux, "client.pem", "client-key.pem")).await;
+    // A link name of its own: metrics are process-wide and other tests run links named a-b.
+    let config = mux_client(&backend_a, mux, "client.pem", "client-key.pem")
+        .replace("\"a-b\"", "\"a-b-both-ways\"");
+    let a = start(&config).await;
     wait_ready(&a).await;
     wait_ready(&b).await;
 
     // A's cluster calls B's cluster: in at A's local listener, out at B's backend.
-    let from_a = connect(a.listener_addr("a-b.local").unwrap()).await;
+    let from_a = connect(a.listener_addr("a-b-both-ways.local").unwrap()).await;
     for i in 0..5 {
         let body = format!("a to b {i}");
         let reply = unary(
@@ -120,7 +123,7 @@ async fn calls_flow_both_ways_over_one_mux_link_with_mutual_tls() {
     let metrics = metrics_text(a.admin_addr()).await;
     let sessions = metrics
         .lines()
-        .find(|l| l.starts_with("strait_mux_sessions{") && l.contains("link=\"a-b\""))
+        .find(|l| l.starts_with("strait_mux_sessions{") && l.contains("link=\"a-b-both-ways\""))
         .unwrap_or_else(|| panic!("no session gauge in {metrics}"));
     assert!(sessions.ends_with(" 2"), "{sessions}");
 
