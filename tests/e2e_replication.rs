@@ -113,3 +113,62 @@ fn two_clusters_replicate_through_a_mux_link_with_mutual_tls() {
         )
     });
 }
+
+/// Scenario (c): namespace `billing` on A is `billing-eu` on B. The namespace replication task and
+/// the replicated workflow arrive on B under B's name; A never learns B's name.
+#[test]
+fn a_namespace_is_renamed_across_the_link() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let clusters = TwoClusters::start_unlinked(&TwoClustersOpts::default());
+    let (a, b) = (clusters.a.address(), clusters.b.address());
+    let (on_a, on_b) = (unique("billing"), unique("billing-eu"));
+    let (remote_a, remote_b, listen_b) = (
+        free_port(),
+        free_port(),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let strait = Strait::start_config(|listen_a, admin| {
+        format!(
+            r#"
+            [log]
+            level = "info"
+            [admin]
+            listen = "{admin}"
+            [[cluster_connection]]
+            name = "a-b"
+            local = {{ listen = "{listen_a}", upstream = "{a}" }}
+            remote = {{ mode = "tcp", listen = "127.0.0.1:{remote_a}", address = "127.0.0.1:{remote_b}" }}
+            translate = {{ namespaces = {{ "{on_a}" = "{on_b}" }} }}
+            [[cluster_connection]]
+            name = "b-a"
+            local = {{ listen = "{listen_b}", upstream = "{b}" }}
+            remote = {{ mode = "tcp", listen = "127.0.0.1:{remote_b}", address = "127.0.0.1:{remote_a}" }}
+            translate = {{ namespaces = {{ "{on_b}" = "{on_a}" }} }}
+            "#
+        )
+    });
+    clusters.link(&strait.address(), &listen_b);
+    clusters.create_global_namespace_renamed(&on_a, &on_b);
+    clusters.wait_streams();
+    let workflow_id = unique("wf");
+    clusters.start_workflow(&clusters.a, &on_a, &workflow_id);
+    clusters.wait_workflow_visible(&clusters.b, &on_b, &workflow_id);
+    // Neither cluster knows the other's name.
+    assert!(
+        clusters.a.describe_namespace(&on_b).is_err(),
+        "A learned B's name"
+    );
+    assert!(
+        clusters.b.describe_namespace(&on_a).is_err(),
+        "B learned A's name"
+    );
+    let metrics = strait.metrics();
+    let renamed = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("strait_rewrite_fields_total") && l.contains("kind=\"namespace\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(renamed > 0.0, "no namespace rewritten:\n{metrics}");
+}

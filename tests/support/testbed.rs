@@ -1019,7 +1019,8 @@ impl TwoClusters {
     /// Registers global namespace `ns` on A (active in `active`, replicated to `standby`),
     /// retrying while A does not yet know `standby` ("Invalid cluster name"), then waits until B
     /// has it too.
-    pub fn create_global_namespace(&self, ns: &str) {
+    /// Creates global namespace `ns` on A (retrying while A does not know the standby cluster yet).
+    fn create_on_a(&self, ns: &str) {
         self.wait(
             &format!("operator namespace create {ns} on A"),
             LINK_TIMEOUT,
@@ -1050,6 +1051,27 @@ impl TwoClusters {
                 Err(err)
             },
         );
+    }
+
+    /// Like [`create_global_namespace`](Self::create_global_namespace), for a link that renames the
+    /// namespace: created on A as `on_a`, expected on B as `on_b`.
+    pub fn create_global_namespace_renamed(&self, on_a: &str, on_b: &str) {
+        self.create_on_a(on_a);
+        self.wait(
+            &format!("namespace {on_a} replicated to B as {on_b}"),
+            REPLICATION_TIMEOUT,
+            || {
+                let json = self.b.describe_namespace(on_b)?;
+                match json.pointer("isGlobalNamespace") {
+                    Some(Json::Bool(true)) => Ok(()),
+                    _ => Err(format!("not global on B: {json}")),
+                }
+            },
+        );
+    }
+
+    pub fn create_global_namespace(&self, ns: &str) {
+        self.create_on_a(ns);
         self.wait(
             &format!("namespace {ns} replicated to B"),
             REPLICATION_TIMEOUT,
