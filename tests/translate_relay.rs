@@ -127,12 +127,7 @@ async fn requests_reach_the_upstream_in_upstream_names_with_the_header() {
         trailers: ok(),
         ..Reply::default()
     };
-    backend
-        .observed
-        .replies
-        .lock()
-        .unwrap()
-        .insert("StartWorkflowExecution".into(), reply);
+    backend.reply("StartWorkflowExecution", reply);
     let proxy = proxy(&backend).await;
     let client = connect(proxy.listener_addr("translating").unwrap()).await;
 
@@ -200,12 +195,7 @@ async fn responses_and_error_details_come_back_in_client_names() {
         trailers: ok(),
         ..Reply::default()
     };
-    backend
-        .observed
-        .replies
-        .lock()
-        .unwrap()
-        .insert("DescribeNamespace".into(), reply);
+    backend.reply("DescribeNamespace", reply);
 
     // DescribeWorkflowExecution fails with NotFound naming the namespace, with error details.
     let mut failure = DynamicMessage::new(desc(
@@ -242,12 +232,7 @@ async fn responses_and_error_details_come_back_in_client_names() {
         trailers_only: true,
         ..Reply::default()
     };
-    backend
-        .observed
-        .replies
-        .lock()
-        .unwrap()
-        .insert("DescribeWorkflowExecution".into(), reply);
+    backend.reply("DescribeWorkflowExecution", reply);
 
     let proxy = proxy(&backend).await;
     let client = connect(proxy.listener_addr("translating").unwrap()).await;
@@ -321,12 +306,7 @@ async fn gzip_requests_are_edited_and_recompressed() {
         trailers: ok(),
         ..Reply::default()
     };
-    backend
-        .observed
-        .replies
-        .lock()
-        .unwrap()
-        .insert("StartWorkflowExecution".into(), reply);
+    backend.reply("StartWorkflowExecution", reply);
     let proxy = proxy(&backend).await;
     let client = connect(proxy.listener_addr("translating").unwrap()).await;
     let packed = compression::gzip(&start_request("orders")).unwrap();
@@ -422,12 +402,7 @@ async fn a_message_split_into_one_byte_frames_is_gathered_and_edited() {
         trailers: ok(),
         ..Reply::default()
     };
-    backend
-        .observed
-        .replies
-        .lock()
-        .unwrap()
-        .insert("StartWorkflowExecution".into(), reply);
+    backend.reply("StartWorkflowExecution", reply);
     let proxy = proxy(&backend).await;
     let client = connect(proxy.listener_addr("translating").unwrap()).await;
     let mut send = client.clone().ready().await.unwrap();

@@ -116,6 +116,15 @@ impl Backend {
         }
     }
 
+    /// Registers a canned reply for `method`.
+    pub fn reply(&self, method: &str, reply: Reply) {
+        self.observed
+            .replies
+            .lock()
+            .unwrap()
+            .insert(method.to_owned(), reply);
+    }
+
     /// Waits (bounded) for the next method to start.
     pub async fn next_started(&mut self) -> String {
         tokio::time::timeout(Duration::from_secs(10), self.started.recv())
