@@ -1,6 +1,12 @@
 //! Access policy for calls crossing a cluster connection: which methods may be called, as
 //! `Service.Method` patterns on the service's short name (`AdminService.*`,
 //! `WorkflowService.DescribeNamespace`, `*`). A denied call gets PERMISSION_DENIED naming the method.
+//! Which namespaces may be named, and how replication of the others is kept from crossing, is in
+//! [`namespaces`].
+
+pub mod namespaces;
+pub mod resolver;
+pub mod scope;
 
 use crate::grpc::method::split_path;
 

@@ -32,6 +32,10 @@ use crate::transport::listen::Listener;
 use crate::transport::mux::{spawn_session, Role, SessionSet};
 use crate::transport::BoxIo;
 use crate::StartError;
+use crate::access::namespaces::{NameSide, NamespaceAcl, NamespacePolicy};
+use crate::access::resolver::NamespaceResolver;
+use crate::access::scope::ScopePlan;
+use crate::rewrite::FieldOverride;
 
 /// ALPN of mux links, so that a mux port never mistakes an HTTP/2 client for a peer (or vice versa).
 pub const MUX_ALPN: &[u8] = b"strait-mux/1";
@@ -54,6 +58,8 @@ pub struct LinkContext<'a> {
     pub labeler: &'a Arc<MethodLabeler>,
     pub descriptors: Option<&'a prost_reflect::DescriptorPool>,
     pub plans: &'a mut PlanCache,
+    /// The namespace scope plan, compiled by the first link that needs one.
+    pub scope: &'a mut Option<Arc<ScopePlan>>,
 }
 
 fn upstream_config(
@@ -246,9 +252,38 @@ pub async fn start_link(
         )),
         None => None,
     };
-    let local_methods = methods
-        .clone()
-        .filter(|_| config.acl.as_ref().is_some_and(|a| a.apply_to_local));
+    let apply_to_local = config.acl.as_ref().is_some_and(|a| a.apply_to_local);
+    let local_methods = methods.clone().filter(|_| apply_to_local);
+    let inbound_namespaces = namespace_acl(
+        config,
+        &local_pool,
+        format!("{name}-remote"),
+        NameSide::Remote,
+        link,
+    )?;
+    let outbound_namespaces = match apply_to_local {
+        true => namespace_acl(
+            config,
+            &local_pool,
+            format!("{name}-local"),
+            NameSide::Local,
+            link,
+        )?,
+        false => None,
+    };
+    let field_override = match &config.local.advertised_address {
+        Some(address) => Some(
+            link.descriptors
+                .and_then(|pool| FieldOverride::frontend_address(pool, address))
+                .ok_or_else(|| StartError::Acl {
+                    name: name.clone(),
+                    message: "local.advertised_address needs AddOrUpdateRemoteClusterRequest \
+                              in the descriptor set"
+                        .into(),
+                })?,
+        ),
+        None => None,
+    };
     // Calls from the local cluster go out in remote names; calls from the remote come in local names.
     let outbound = Arc::new(ListenerContext {
         name: Arc::from(format!("{name}-local").as_str()),
@@ -258,6 +293,8 @@ pub async fn start_link(
         labeler: Arc::clone(link.labeler),
         rewriter: rewriter(&config.translate, link),
         methods: local_methods,
+        namespaces: outbound_namespaces,
+        field_override: None,
     });
     let inbound = Arc::new(ListenerContext {
         name: Arc::from(format!("{name}-remote").as_str()),
@@ -267,6 +304,8 @@ pub async fn start_link(
         labeler: Arc::clone(link.labeler),
         rewriter: rewriter(&inverse(&config.translate), link),
         methods,
+        namespaces: inbound_namespaces,
+        field_override,
     });
     let connections = link.connections.clone();
     link.connections.spawn(serve_listener(
@@ -300,6 +339,47 @@ pub async fn start_link(
         sessions,
     })
 }
+
+/// The namespace ACL of one side of a link, if `acl.allowed_namespaces` is set. IDs are always
+/// resolved against the local cluster.
+fn namespace_acl(
+    config: &ClusterConnectionConfig,
+    local_pool: &Arc<UpstreamPool>,
+    listener: String,
+    request_names: NameSide,
+    link: &mut LinkContext<'_>,
+) -> Result<Option<Arc<NamespaceAcl>>, StartError> {
+    let Some(allowed) = config
+        .acl
+        .as_ref()
+        .and_then(|a| a.allowed_namespaces.as_ref())
+    else {
+        return Ok(None);
+    };
+    let fail = |message: String| StartError::Acl {
+        name: config.name.clone(),
+        message,
+    };
+    let pool = link
+        .descriptors
+        .ok_or_else(|| fail("acl.allowed_namespaces needs the descriptor set".into()))?;
+    let scope = Arc::clone(
+        link.scope
+            .get_or_insert_with(|| Arc::new(ScopePlan::compile(pool))),
+    );
+    let resolver = NamespaceResolver::new(Arc::clone(local_pool), pool, RESOLVE_TIMEOUT)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Some(Arc::new(NamespaceAcl::new(
+        Arc::from(listener.as_str()),
+        NamespacePolicy::new(allowed, &config.translate.namespaces),
+        Arc::new(resolver),
+        scope,
+        request_names,
+    ))))
+}
+
+/// How long a namespace-ID lookup at the local cluster may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Inbound {
     Listener(Listener),

@@ -60,10 +60,20 @@ pub struct ClusterConnectionConfig {
 #[serde(deny_unknown_fields)]
 pub struct AclConfig {
     /// `Service.Method` patterns on the service's short name: `AdminService.*`,
-    /// `WorkflowService.DescribeNamespace`, or `*`.
+    /// `WorkflowService.DescribeNamespace`, or `*` (the default).
+    #[serde(default = "all_methods")]
     pub allowed_methods: Vec<String>,
+    /// Namespaces (local names) that calls may name and whose replication may cross; absent = all.
+    /// Requests naming another namespace (by name or ID) are denied; replication tasks and
+    /// `ListNamespaces` entries of other namespaces are dropped from responses.
+    #[serde(default)]
+    pub allowed_namespaces: Option<Vec<String>>,
     #[serde(default)]
     pub apply_to_local: bool,
+}
+
+fn all_methods() -> Vec<String> {
+    vec!["*".to_owned()]
 }
 
 /// The local side: the listener the local Temporal server dials as "the remote cluster", and the
@@ -73,6 +83,12 @@ pub struct AclConfig {
 pub struct LocalSideConfig {
     pub listen: String,
     pub upstream: String,
+    /// The address the local cluster dials to reach this link (normally `listen`, as seen from the
+    /// local cluster). When set, `AddOrUpdateRemoteCluster` calls arriving from the remote side get
+    /// it as their frontend address, so the local cluster stores the proxy, not an address it
+    /// cannot reach (s2s-proxy's `replicationEndpoint`).
+    #[serde(default)]
+    pub advertised_address: Option<String>,
     /// TLS towards the local frontend.
     #[serde(default)]
     pub tls: Option<ClientTlsConfig>,
@@ -775,6 +791,36 @@ impl Config {
             if let Some(tls_config) = &connection.local.tls {
                 if let Err(err) = tls::client_config(tls_config) {
                     report(key(&format!("local.tls.{}", err.key())), err.to_string());
+                }
+            }
+            if let Some(Err(message)) = connection
+                .local
+                .advertised_address
+                .as_deref()
+                .map(crate::transport::connect::split_host_port)
+            {
+                report(key("local.advertised_address"), message);
+            }
+            if let Some(acl) = &connection.acl {
+                for (j, pattern) in acl.allowed_methods.iter().enumerate() {
+                    if let Err(err) = crate::access::MethodPolicy::new(std::slice::from_ref(pattern))
+                    {
+                        report(key(&format!("acl.allowed_methods[{j}]")), err.to_string());
+                    }
+                }
+                let mut seen = HashSet::new();
+                for (j, namespace) in acl.allowed_namespaces.iter().flatten().enumerate() {
+                    if namespace.is_empty() {
+                        report(
+                            key(&format!("acl.allowed_namespaces[{j}]")),
+                            "names must not be empty".into(),
+                        );
+                    } else if !seen.insert(namespace.as_str()) {
+                        report(
+                            key(&format!("acl.allowed_namespaces[{j}]")),
+                            format!("{namespace:?} is listed twice"),
+                        );
+                    }
                 }
             }
             match &connection.remote {

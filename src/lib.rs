@@ -188,7 +188,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         || config
             .cluster_connections
             .iter()
-            .any(|c| !c.translate.is_empty());
+            .any(|c| {
+                !c.translate.is_empty()
+                    || c.local.advertised_address.is_some()
+                    || c.acl.as_ref().is_some_and(|a| a.allowed_namespaces.is_some())
+            });
     let descriptors = if translating {
         Some(
             descriptor_set::Descriptors::embedded_or_load(config.descriptors.file.as_deref())
@@ -206,6 +210,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
     let labeler = Arc::new(MethodLabeler::default());
 
+    let mut scope = None;
     let mut link_addresses = Vec::new();
     let mut link_pools = Vec::new();
     {
@@ -217,6 +222,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             labeler: &labeler,
             descriptors: descriptors.as_ref().map(|d| d.pool()),
             plans: &mut plans,
+            scope: &mut scope,
         };
         for connection in &config.cluster_connections {
             let started = cluster::start_link(connection, &mut link).await?;
@@ -273,6 +279,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             labeler: Arc::clone(&labeler),
             rewriter: rewriters.remove(listener_config.name.as_str()).flatten(),
             methods: None,
+            namespaces: None,
+            field_override: None,
         });
         connections.spawn(serve_listener(
             listener,

@@ -32,6 +32,9 @@ pub const CONNECTIONS_REFUSED_TOTAL: &str = "strait_connections_refused_total";
 pub const RELAY_ERRORS_TOTAL: &str = "strait_relay_errors_total";
 /// Fields edited by the rewriter, by listener and kind (namespace|search_attribute|query|utf8_repair).
 pub const REWRITE_FIELDS_TOTAL: &str = "strait_rewrite_fields_total";
+/// Access-control denials on cluster connections, by listener and kind (method|namespace for
+/// refused calls, replication_task|namespace_entry for list elements dropped from responses).
+pub const ACL_DENIALS_TOTAL: &str = "strait_acl_denials_total";
 /// Mux sessions up now, by cluster connection.
 pub const MUX_SESSIONS: &str = "strait_mux_sessions";
 /// Mux sessions established, by cluster connection (reconnects show here).
@@ -94,6 +97,7 @@ fn describe() {
     describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Client connections refused");
     describe_counter!(RELAY_ERRORS_TOTAL, "Calls failed by the proxy");
     describe_counter!(REWRITE_FIELDS_TOTAL, "Fields edited by the rewriter");
+    describe_counter!(ACL_DENIALS_TOTAL, "Access-control denials on cluster connections");
     describe_gauge!(MUX_SESSIONS, "Mux sessions up");
     describe_counter!(MUX_SESSIONS_TOTAL, "Mux sessions established");
     describe_gauge!(UPSTREAM_CONNECTIONS_OPEN, "Upstream HTTP/2 connections up");
@@ -140,6 +144,11 @@ impl RelayErrorKind {
             RelayErrorKind::PermissionDenied => "permission_denied",
         }
     }
+}
+
+/// Counts one access-control denial (rare: the registry lookup is not worth caching).
+pub fn acl_denied(listener: &str, kind: crate::access::namespaces::DenialKind) {
+    counter!(ACL_DENIALS_TOTAL, "listener" => listener.to_owned(), "kind" => kind.as_str()).increment(1);
 }
 
 /// Refusal reasons for `strait_connections_refused_total`.

@@ -24,4 +24,8 @@ pub struct ListenerContext {
     pub rewriter: Option<Arc<crate::rewrite::Rewriter>>,
     /// Methods allowed through (cluster connections); `None` allows every method.
     pub methods: Option<Arc<crate::access::MethodPolicy>>,
+    /// Namespaces allowed through (cluster connections); `None` allows every namespace.
+    pub namespaces: Option<Arc<crate::access::namespaces::NamespaceAcl>>,
+    /// A request field set to a fixed value (the advertised address in `AddOrUpdateRemoteCluster`).
+    pub field_override: Option<crate::rewrite::FieldOverride>,
 }

@@ -251,6 +251,47 @@ impl TextEditor for NameEditor<'_> {
     }
 }
 
+/// The request type and path of `AdminService.AddOrUpdateRemoteCluster`.
+const ADD_REMOTE_CLUSTER: (&str, &str) = (
+    "/temporal.server.api.adminservice.v1.AdminService/AddOrUpdateRemoteCluster",
+    "temporal.server.api.adminservice.v1.AddOrUpdateRemoteClusterRequest",
+);
+
+/// A top-level string field of one method's requests set to a fixed value: the frontend address in
+/// `AddOrUpdateRemoteCluster` calls crossing a link becomes the address the receiving cluster must
+/// dial to reach the caller, the proxy's advertised address (s2s-proxy's `replicationEndpoint`).
+#[derive(Debug, Clone)]
+pub struct FieldOverride {
+    pub path: &'static str,
+    pub field: u32,
+    pub value: String,
+}
+
+impl FieldOverride {
+    /// `AddOrUpdateRemoteClusterRequest.frontend_address` set to `address`; `None` when the
+    /// descriptor set lacks the field.
+    pub fn frontend_address(pool: &DescriptorPool, address: &str) -> Option<FieldOverride> {
+        let (path, request) = ADD_REMOTE_CLUSTER;
+        let field = pool
+            .get_message_by_name(request)?
+            .get_field_by_name("frontend_address")?;
+        Some(FieldOverride {
+            path,
+            field: field.number(),
+            value: address.to_owned(),
+        })
+    }
+
+    pub fn apply(&self, body: &Bytes) -> Result<Bytes, EditError> {
+        wire::replace_top_level(body, self.field, self.value.as_bytes()).map_err(|source| {
+            EditError::Wire {
+                message: ADD_REMOTE_CLUSTER.1.to_owned(),
+                source,
+            }
+        })
+    }
+}
+
 /// Why a message could not be edited; decides the status the call fails with.
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {

@@ -21,6 +21,7 @@ use crate::grpc::status::{Code, Status};
 use crate::grpc::timeout;
 use crate::metrics::RelayErrorKind;
 use crate::rewrite::compression::{CompressionError, Encoding};
+use crate::access::namespaces::{AccessError, DenialKind, MessageGuardFactory};
 use crate::rewrite::walker::{EditError, EditStats};
 use crate::rewrite::{status_details, Direction, MessageEditor, RewriteError, Rewriter};
 
@@ -49,6 +50,7 @@ enum CallError {
     RequestFrame(FrameError),
     ResponseFrame(FrameError),
     Rewrite(Direction, RewriteError),
+    Access(Direction, AccessError),
     Deadline(Duration),
 }
 
@@ -62,21 +64,18 @@ struct CallRewrite {
 }
 
 impl CallRewrite {
-    fn edits(&self, direction: Direction, encoding: Encoding, limit: u32) -> Option<Edits> {
+    fn editor(&self, direction: Direction, encoding: Encoding, limit: u32) -> Option<MessageEditor> {
         let message = match direction {
             Direction::ToUpstream => self.request?,
             Direction::ToClient => self.response?,
         };
-        Some(Edits {
-            editor: MessageEditor {
-                rewriter: Arc::clone(&self.rewriter),
-                direction,
-                message,
-                encoding,
-                limit,
-                call_namespace: Arc::clone(&self.namespace),
-            },
-            stats: EditStats::default(),
+        Some(MessageEditor {
+            rewriter: Arc::clone(&self.rewriter),
+            direction,
+            message,
+            encoding,
+            limit,
+            call_namespace: Arc::clone(&self.namespace),
         })
     }
 
@@ -164,10 +163,25 @@ async fn relay(
         let path = parts.uri.path();
         if !policy.allows(path) {
             ctx.metrics.relay_error(RelayErrorKind::PermissionDenied);
+            crate::metrics::acl_denied(&ctx.name, DenialKind::Method);
             let status = Status::new(
                 Code::PermissionDenied,
                 format!("method {path} is not allowed on {:?}", ctx.name),
             );
+            client.fail(&status);
+            return status.code;
+        }
+    }
+
+    if let Some(acl) = &ctx.namespaces {
+        let header = parts
+            .headers
+            .get("temporal-namespace")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        if let Some(Err(err)) = header.map(|name| acl.check_header(&name)) {
+            crate::metrics::acl_denied(&ctx.name, DenialKind::Namespace);
+            ctx.metrics.relay_error(RelayErrorKind::PermissionDenied);
+            let status = Status::new(Code::PermissionDenied, err.to_string());
             client.fail(&status);
             return status.code;
         }
@@ -269,9 +283,23 @@ async fn relay(
     };
 
     let limit = ctx.limits.max_message_bytes;
-    let mut request_edits = rewrite
-        .as_ref()
-        .and_then(|r| r.edits(Direction::ToUpstream, request_encoding, limit));
+    let (request_guard, response_guard) = match &ctx.namespaces {
+        Some(acl) => acl.guards(path, request_encoding.clone(), limit),
+        None => (None, None),
+    };
+    let mut request_edits = Edits {
+        guard: request_guard,
+        field_override: ctx
+            .field_override
+            .clone()
+            .filter(|o| o.path == parts.uri.path()),
+        editor: rewrite
+            .as_ref()
+            .and_then(|r| r.editor(Direction::ToUpstream, request_encoding.clone(), limit)),
+        encoding: Some(request_encoding),
+        limit,
+        stats: EditStats::default(),
+    };
     let mut response_stats = EditStats::default();
     let outcome = {
         let request_pump = async {
@@ -288,7 +316,7 @@ async fn relay(
                 &mut upstream_send,
                 &mut decoder,
                 &counters,
-                request_edits.as_mut(),
+                Some(&mut request_edits),
             )
             .await
             {
@@ -308,6 +336,7 @@ async fn relay(
             client,
             limit,
             rewrite.as_ref(),
+            response_guard,
             &mut response_stats,
         );
         tokio::pin!(request_pump);
@@ -332,9 +361,7 @@ async fn relay(
         }
     };
 
-    if let Some(edits) = &request_edits {
-        ctx.metrics.rewrote(&edits.stats);
-    }
+    ctx.metrics.rewrote(&request_edits.stats);
     ctx.metrics.rewrote(&response_stats);
     match outcome {
         Ok(code) => code,
@@ -350,6 +377,7 @@ fn request_error(err: PumpError) -> CallError {
         PumpError::DstReset(reason) => CallError::UpstreamReset(reason),
         PumpError::Frame(err) => CallError::RequestFrame(err),
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToUpstream, err),
+        PumpError::Access(err) => CallError::Access(Direction::ToUpstream, err),
     }
 }
 
@@ -361,6 +389,7 @@ fn response_error(err: PumpError) -> CallError {
         PumpError::DstReset(reason) => CallError::ClientReset(reason),
         PumpError::Frame(err) => CallError::ResponseFrame(err),
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToClient, err),
+        PumpError::Access(err) => CallError::Access(Direction::ToClient, err),
     }
 }
 
@@ -449,6 +478,36 @@ fn fail_call(
             client.fail(&status);
             status.code
         }
+        CallError::Access(direction, err) => {
+            upstream_send.send_reset(Reason::CANCEL);
+            let (code, kind) = match &err {
+                AccessError::Denied { .. } => {
+                    (Code::PermissionDenied, RelayErrorKind::PermissionDenied)
+                }
+                AccessError::Unresolved(_) => {
+                    (Code::Unavailable, RelayErrorKind::UpstreamUnavailable)
+                }
+                AccessError::Compression(CompressionError::Unsupported(_)) => {
+                    (Code::Unimplemented, RelayErrorKind::RewriteFailed)
+                }
+                AccessError::Malformed(_) | AccessError::Compression(_) => {
+                    (Code::Internal, RelayErrorKind::RewriteFailed)
+                }
+            };
+            ctx.metrics.relay_error(kind);
+            let side = match direction {
+                Direction::ToUpstream => "request",
+                Direction::ToClient => "response",
+            };
+            if code == Code::PermissionDenied {
+                debug!(error = %err, "request denied");
+            } else {
+                warn!(error = %err, side, "message could not be checked; call failed");
+            }
+            let status = Status::new(code, err.to_string());
+            client.fail(&status);
+            status.code
+        }
         CallError::Deadline(budget) => {
             ctx.metrics.relay_error(RelayErrorKind::DeadlineExceeded);
             upstream_send.send_reset(Reason::CANCEL);
@@ -478,6 +537,7 @@ async fn relay_response(
     client: &mut ClientResponse,
     limit: u32,
     rewrite: Option<&CallRewrite>,
+    guard: Option<MessageGuardFactory>,
     stats: &mut EditStats,
 ) -> Result<Code, CallError> {
     let response = {
@@ -518,7 +578,12 @@ async fn relay_response(
     let client_body = client.body.insert(body);
     let mut decoder = FrameDecoder::new(limit);
     let encoding = Encoding::from_header(parts_encoding.as_ref());
-    let mut edits = rewrite.and_then(|r| r.edits(Direction::ToClient, encoding, limit));
+    let mut edits = Edits {
+        guard: guard.map(|g| g.guard(encoding.clone())),
+        editor: rewrite.and_then(|r| r.editor(Direction::ToClient, encoding, limit)),
+        limit,
+        ..Edits::default()
+    };
     let counters = Counters {
         bytes: &ctx.metrics.response_bytes,
         messages: &ctx.metrics.response_messages,
@@ -528,12 +593,10 @@ async fn relay_response(
         client_body,
         &mut decoder,
         &counters,
-        edits.as_mut(),
+        Some(&mut edits),
     )
     .await;
-    if let Some(edits) = &edits {
-        stats.add(&edits.stats);
-    }
+    stats.add(&edits.stats);
     match pumped {
         Ok(BodyEnd::Trailers(mut trailers)) => {
             let code = Code::from_headers(&trailers).unwrap_or(Code::Unknown);

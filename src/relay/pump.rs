@@ -13,8 +13,10 @@ use http::HeaderMap;
 use metrics::Counter;
 
 use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
+use crate::access::namespaces::{AccessError, MessageGuard};
+use crate::rewrite::compression::{self, Encoding};
 use crate::rewrite::walker::EditStats;
-use crate::rewrite::{MessageEditor, RewriteError};
+use crate::rewrite::{FieldOverride, MessageEditor, RewriteError};
 
 /// Why a pump stopped early. `Src*` concern the stream read from, `Dst*` the one written to.
 #[derive(Debug)]
@@ -29,12 +31,76 @@ pub enum PumpError {
     Frame(FrameError),
     /// A message that had to be edited could not be (it is not forwarded).
     Rewrite(RewriteError),
+    /// A message the access policy refused, or could not judge (it is not forwarded).
+    Access(AccessError),
 }
 
-/// A direction whose messages are edited: the editor and what it changed so far.
+/// A direction whose messages are handled one by one, in this order: the namespace guard (checks
+/// requests, filters responses), a fixed field value, then name translation.
+#[derive(Default)]
 pub struct Edits {
-    pub editor: MessageEditor,
+    pub guard: Option<MessageGuard>,
+    pub field_override: Option<FieldOverride>,
+    pub editor: Option<MessageEditor>,
+    /// The message encoding, for the override (the guard and the editor know their own).
+    pub encoding: Option<Encoding>,
+    pub limit: u32,
     pub stats: EditStats,
+}
+
+impl Edits {
+    pub fn is_empty(&self) -> bool {
+        self.guard.is_none() && self.field_override.is_none() && self.editor.is_none()
+    }
+
+    /// Handles one message; returns (compressed flag, body) to forward.
+    async fn process(&mut self, compressed: bool, body: Bytes) -> Result<(bool, Bytes), PumpError> {
+        let body = match &self.guard {
+            Some(guard) => guard
+                .apply(compressed, body)
+                .await
+                .map_err(PumpError::Access)?,
+            None => body,
+        };
+        let body = match &self.field_override {
+            Some(field_override) => self
+                .overridden(field_override, compressed, body)
+                .map_err(PumpError::Rewrite)?,
+            None => body,
+        };
+        match &self.editor {
+            Some(editor) => editor
+                .edit(compressed, body, &mut self.stats)
+                .map_err(PumpError::Rewrite),
+            None => Ok((compressed, body)),
+        }
+    }
+
+    fn overridden(
+        &self,
+        field_override: &FieldOverride,
+        compressed: bool,
+        body: Bytes,
+    ) -> Result<Bytes, RewriteError> {
+        if !compressed {
+            return Ok(field_override.apply(&body)?);
+        }
+        match &self.encoding {
+            Some(Encoding::Gzip) => {
+                let plain = Bytes::from(compression::gunzip(&body, self.limit)?);
+                let edited = field_override.apply(&plain)?;
+                if edited.as_ptr() == plain.as_ptr() {
+                    Ok(body)
+                } else {
+                    Ok(Bytes::from(compression::gzip(&edited)?))
+                }
+            }
+            Some(Encoding::Other(name)) => {
+                Err(compression::CompressionError::Unsupported(name.clone()).into())
+            }
+            _ => Err(compression::CompressionError::MissingEncoding.into()),
+        }
+    }
 }
 
 /// Per-direction byte and message counters.
@@ -59,7 +125,7 @@ pub async fn pump_body(
     edits: Option<&mut Edits>,
 ) -> Result<BodyEnd, PumpError> {
     let before = decoder.messages();
-    let result = match edits {
+    let result = match edits.filter(|e| !e.is_empty()) {
         Some(edits) => pump_messages(src, dst, decoder, counters, edits).await,
         None => pump_inner(src, dst, decoder, counters).await,
     };
@@ -197,10 +263,7 @@ async fn pump_messages(
                 FrameEvent::End => {
                     let compressed = header.take().is_some_and(|h| h.compressed);
                     let body = whole.take().unwrap_or_else(|| gathered.split().freeze());
-                    let (compressed, body) = edits
-                        .editor
-                        .edit(compressed, body, &mut edits.stats)
-                        .map_err(PumpError::Rewrite)?;
+                    let (compressed, body) = edits.process(compressed, body).await?;
                     frame_into(&mut out, compressed, body)?;
                 }
             }

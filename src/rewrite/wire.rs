@@ -259,10 +259,36 @@ impl Splice {
         }
     }
 
+    /// The whole field (tag, length and value) removed: how a denied element of a repeated field
+    /// leaves a message.
+    pub fn remove(field: &Field) -> Splice {
+        Splice {
+            start: field.start,
+            end: field.end,
+            bytes: Vec::new(),
+        }
+    }
+
     /// Size change this splice makes.
     pub fn delta(&self) -> isize {
         self.bytes.len() as isize - (self.end - self.start) as isize
     }
+}
+
+/// Sets every top-level occurrence of length-delimited field `number` of `body` to `value`; the same
+/// `Bytes` when there is none or it already holds `value`.
+pub fn replace_top_level(body: &Bytes, number: u32, value: &[u8]) -> Result<Bytes, WireError> {
+    let mut splices = Vec::new();
+    for field in Fields::new(body, 0, body.len()) {
+        let field = field?;
+        if field.number == number
+            && field.wire_type == WireType::Len
+            && &body[field.value_start..field.end] != value
+        {
+            splices.push(Splice::len_value(&field, value));
+        }
+    }
+    Ok(apply_bytes(body, splices))
 }
 
 /// Applies non-overlapping splices (in any order) to `original` in one copy.
