@@ -20,22 +20,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::access::namespaces::{NameSide, NamespaceAcl, NamespacePolicy};
+use crate::access::resolver::NamespaceResolver;
+use crate::access::scope::ScopePlan;
 use crate::config::{ClusterConnectionConfig, RemoteSideConfig, TranslateConfig, UpstreamConfig};
 use crate::grpc::method::MethodLabeler;
 use crate::metrics::ListenerMetrics;
 use crate::relay::server::{serve_listener, serve_streams, Lifecycle};
 use crate::relay::upstream::{Dialer, UpstreamPool};
 use crate::relay::ListenerContext;
+use crate::rewrite::FieldOverride;
 use crate::rewrite::{PlanCache, Rewriter};
 use crate::transport::connect::Connector;
 use crate::transport::listen::Listener;
 use crate::transport::mux::{spawn_session, Role, SessionSet};
 use crate::transport::BoxIo;
 use crate::StartError;
-use crate::access::namespaces::{NameSide, NamespaceAcl, NamespacePolicy};
-use crate::access::resolver::NamespaceResolver;
-use crate::access::scope::ScopePlan;
-use crate::rewrite::FieldOverride;
 
 /// ALPN of mux links, so that a mux port never mistakes an HTTP/2 client for a peer (or vice versa).
 pub const MUX_ALPN: &[u8] = b"strait-mux/1";

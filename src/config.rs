@@ -803,7 +803,8 @@ impl Config {
             }
             if let Some(acl) = &connection.acl {
                 for (j, pattern) in acl.allowed_methods.iter().enumerate() {
-                    if let Err(err) = crate::access::MethodPolicy::new(std::slice::from_ref(pattern))
+                    if let Err(err) =
+                        crate::access::MethodPolicy::new(std::slice::from_ref(pattern))
                     {
                         report(key(&format!("acl.allowed_methods[{j}]")), err.to_string());
                     }

@@ -185,14 +185,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // decodes a descriptor.
     let mut rewriters: HashMap<&str, Option<Arc<Rewriter>>> = HashMap::new();
     let translating = config.listeners.iter().any(|l| !l.translate.is_empty())
-        || config
-            .cluster_connections
-            .iter()
-            .any(|c| {
-                !c.translate.is_empty()
-                    || c.local.advertised_address.is_some()
-                    || c.acl.as_ref().is_some_and(|a| a.allowed_namespaces.is_some())
-            });
+        || config.cluster_connections.iter().any(|c| {
+            !c.translate.is_empty()
+                || c.local.advertised_address.is_some()
+                || c.acl
+                    .as_ref()
+                    .is_some_and(|a| a.allowed_namespaces.is_some())
+        });
     let descriptors = if translating {
         Some(
             descriptor_set::Descriptors::embedded_or_load(config.descriptors.file.as_deref())

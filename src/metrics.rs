@@ -97,7 +97,10 @@ fn describe() {
     describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Client connections refused");
     describe_counter!(RELAY_ERRORS_TOTAL, "Calls failed by the proxy");
     describe_counter!(REWRITE_FIELDS_TOTAL, "Fields edited by the rewriter");
-    describe_counter!(ACL_DENIALS_TOTAL, "Access-control denials on cluster connections");
+    describe_counter!(
+        ACL_DENIALS_TOTAL,
+        "Access-control denials on cluster connections"
+    );
     describe_gauge!(MUX_SESSIONS, "Mux sessions up");
     describe_counter!(MUX_SESSIONS_TOTAL, "Mux sessions established");
     describe_gauge!(UPSTREAM_CONNECTIONS_OPEN, "Upstream HTTP/2 connections up");
@@ -148,7 +151,8 @@ impl RelayErrorKind {
 
 /// Counts one access-control denial (rare: the registry lookup is not worth caching).
 pub fn acl_denied(listener: &str, kind: crate::access::namespaces::DenialKind) {
-    counter!(ACL_DENIALS_TOTAL, "listener" => listener.to_owned(), "kind" => kind.as_str()).increment(1);
+    counter!(ACL_DENIALS_TOTAL, "listener" => listener.to_owned(), "kind" => kind.as_str())
+        .increment(1);
 }
 
 /// Refusal reasons for `strait_connections_refused_total`.

@@ -243,11 +243,7 @@ impl MessageGuardFactory {
 impl MessageGuard {
     /// Checks (requests) or filters (responses) one message; returns the message to forward, the
     /// same `Bytes` when nothing was dropped.
-    pub async fn apply(
-        &self,
-        compressed: bool,
-        body: Bytes,
-    ) -> Result<Bytes, AccessError> {
+    pub async fn apply(&self, compressed: bool, body: Bytes) -> Result<Bytes, AccessError> {
         let plain = if compressed {
             match &self.encoding {
                 Encoding::Gzip => Bytes::from(compression::gunzip(&body, self.limit)?),
@@ -290,7 +286,10 @@ impl MessageGuard {
                     match acl.judge(owner, acl.response_names).await {
                         Ok(()) => {}
                         Err(AccessError::Denied { .. }) => {
-                            crate::metrics::acl_denied(&acl.listener, DenialKind::Element(element.kind));
+                            crate::metrics::acl_denied(
+                                &acl.listener,
+                                DenialKind::Element(element.kind),
+                            );
                             removed.insert(element.start);
                         }
                         Err(err) => return Err(err),

@@ -16,7 +16,8 @@ use crate::grpc::frame::{encode_message, FrameDecoder, FrameEvent};
 use crate::grpc::status::Code;
 use crate::relay::upstream::UpstreamPool;
 
-const DESCRIBE_NAMESPACE: &str = "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace";
+const DESCRIBE_NAMESPACE: &str =
+    "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace";
 const REQUEST_TYPE: &str = "temporal.api.workflowservice.v1.DescribeNamespaceRequest";
 const RESPONSE_TYPE: &str = "temporal.api.workflowservice.v1.DescribeNamespaceResponse";
 /// A namespace's ID never changes; its name can (rarely): known IDs are asked again after this.

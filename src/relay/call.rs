@@ -16,12 +16,12 @@ use tracing::{debug, warn};
 
 use super::pump::{pump_body, BodyEnd, Counters, Edits, PumpError};
 use super::ListenerContext;
+use crate::access::namespaces::{AccessError, DenialKind, MessageGuardFactory};
 use crate::grpc::frame::{FrameDecoder, FrameError};
 use crate::grpc::status::{Code, Status};
 use crate::grpc::timeout;
 use crate::metrics::RelayErrorKind;
 use crate::rewrite::compression::{CompressionError, Encoding};
-use crate::access::namespaces::{AccessError, DenialKind, MessageGuardFactory};
 use crate::rewrite::walker::{EditError, EditStats};
 use crate::rewrite::{status_details, Direction, MessageEditor, RewriteError, Rewriter};
 
@@ -64,7 +64,12 @@ struct CallRewrite {
 }
 
 impl CallRewrite {
-    fn editor(&self, direction: Direction, encoding: Encoding, limit: u32) -> Option<MessageEditor> {
+    fn editor(
+        &self,
+        direction: Direction,
+        encoding: Encoding,
+        limit: u32,
+    ) -> Option<MessageEditor> {
         let message = match direction {
             Direction::ToUpstream => self.request?,
             Direction::ToClient => self.response?,

@@ -12,8 +12,8 @@ use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use metrics::Counter;
 
-use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
 use crate::access::namespaces::{AccessError, MessageGuard};
+use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
 use crate::rewrite::compression::{self, Encoding};
 use crate::rewrite::walker::EditStats;
 use crate::rewrite::{FieldOverride, MessageEditor, RewriteError};

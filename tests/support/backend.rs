@@ -31,7 +31,12 @@ pub struct Observed {
     /// Canned replies by method name: response messages and trailers (or, with no messages and
     /// `trailers_only`, a trailers-only response).
     pub replies: Mutex<HashMap<String, Reply>>,
+    /// Computed replies by method name: the reply is made from the request messages.
+    pub computed: Mutex<HashMap<String, ReplyFn>>,
 }
+
+/// Makes a reply from the request messages of a call.
+pub type ReplyFn = Arc<dyn Fn(&[Bytes]) -> Reply + Send + Sync>;
 
 #[derive(Clone, Default)]
 pub struct Reply {
@@ -123,6 +128,19 @@ impl Backend {
             .lock()
             .unwrap()
             .insert(method.to_owned(), reply);
+    }
+
+    /// Registers a reply computed from each call's request messages for `method`.
+    pub fn reply_with(
+        &self,
+        method: &str,
+        reply: impl Fn(&[Bytes]) -> Reply + Send + Sync + 'static,
+    ) {
+        self.observed
+            .computed
+            .lock()
+            .unwrap()
+            .insert(method.to_owned(), Arc::new(reply));
     }
 
     /// Waits (bounded) for the next method to start.
@@ -331,10 +349,16 @@ async fn handle(
             }
             let _ = stream.send_trailers(ok_trailers());
         }
-        _ if obs.replies.lock().unwrap().contains_key(&method) => {
+        _ if obs.replies.lock().unwrap().contains_key(&method)
+            || obs.computed.lock().unwrap().contains_key(&method) =>
+        {
             let messages = read_all(&mut body).await;
+            let computed = obs.computed.lock().unwrap().get(&method).cloned();
+            let reply = match computed {
+                Some(make) => make(&messages),
+                None => obs.replies.lock().unwrap()[&method].clone(),
+            };
             obs.bodies.lock().unwrap().insert(method.clone(), messages);
-            let reply = obs.replies.lock().unwrap()[&method].clone();
             let mut response = response_headers();
             response.headers_mut().extend(reply.headers.clone());
             if reply.trailers_only {
