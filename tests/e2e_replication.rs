@@ -197,3 +197,85 @@ fn a_namespace_is_renamed_across_the_link() {
         .sum::<f64>();
     assert!(renamed > 0.0, "no namespace rewritten:\n{metrics}");
 }
+
+/// Scenario (d): the link's ACL (on A's side, for calls from B) allows namespace `allowed` only.
+/// `allowed` and its workflows replicate; `blocked`, global on A with B in its cluster list, never
+/// reaches B: its namespace replication task and its workflows' replication tasks are dropped from
+/// the responses B pulls (the stream goes on for `allowed`), and the drops are counted.
+#[test]
+fn the_acl_keeps_a_namespace_from_crossing_the_link() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let clusters = TwoClusters::start_unlinked(&TwoClustersOpts::default());
+    let (a, b) = (clusters.a.address(), clusters.b.address());
+    let (allowed, blocked) = (unique("allowed"), unique("blocked"));
+    let (remote_a, remote_b, listen_b) = (
+        free_port(),
+        free_port(),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let strait = Strait::start_config(|listen_a, admin| {
+        format!(
+            r#"
+            [log]
+            level = "info"
+            [admin]
+            listen = "{admin}"
+            [[cluster_connection]]
+            name = "a-b"
+            local = {{ listen = "{listen_a}", upstream = "{a}" }}
+            remote = {{ mode = "tcp", listen = "127.0.0.1:{remote_a}", address = "127.0.0.1:{remote_b}" }}
+            acl = {{ allowed_namespaces = ["{allowed}"] }}
+            [[cluster_connection]]
+            name = "b-a"
+            local = {{ listen = "{listen_b}", upstream = "{b}" }}
+            remote = {{ mode = "tcp", listen = "127.0.0.1:{remote_b}", address = "127.0.0.1:{remote_a}" }}
+            "#
+        )
+    });
+    clusters.link(&strait.address(), &listen_b);
+    clusters.create_on_a(&blocked);
+    clusters.create_global_namespace(&allowed);
+    clusters.wait_streams();
+    let blocked_workflow = unique("wf-blocked");
+    clusters.start_workflow(&clusters.a, &blocked, &blocked_workflow);
+    // Replication runs in order: once a workflow started later has crossed, the blocked one would
+    // have crossed too.
+    let first = unique("wf-allowed");
+    clusters.start_workflow(&clusters.a, &allowed, &first);
+    clusters.wait_workflow_visible(&clusters.b, &allowed, &first);
+    assert!(
+        clusters.b.describe_namespace(&blocked).is_err(),
+        "namespace {blocked} reached B"
+    );
+    let on_b = clusters.b.cli(&[
+        "workflow",
+        "describe",
+        "-n",
+        &blocked,
+        "-w",
+        &blocked_workflow,
+    ]);
+    assert!(!on_b.success(), "workflow of {blocked} reached B");
+
+    // The stream keeps flowing for the allowed namespace after the drops.
+    let second = unique("wf-allowed");
+    clusters.start_workflow(&clusters.a, &allowed, &second);
+    clusters.wait_workflow_visible(&clusters.b, &allowed, &second);
+
+    let metrics = strait.metrics();
+    let dropped: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("strait_acl_denials_total")
+                && l.contains("listener=\"a-b-remote\"")
+                && l.contains("kind=\"replication_task\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(dropped >= 1.0, "no replication task dropped:\n{metrics}");
+    eprintln!(
+        "acl: {dropped} replication tasks of {blocked} dropped; {allowed} replicated; {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1017,10 +1017,8 @@ impl TwoClusters {
     }
 
     /// Registers global namespace `ns` on A (active in `active`, replicated to `standby`),
-    /// retrying while A does not yet know `standby` ("Invalid cluster name"), then waits until B
-    /// has it too.
-    /// Creates global namespace `ns` on A (retrying while A does not know the standby cluster yet).
-    fn create_on_a(&self, ns: &str) {
+    /// retrying while A does not yet know `standby` ("Invalid cluster name"); does not wait for B.
+    pub fn create_on_a(&self, ns: &str) {
         self.wait(
             &format!("operator namespace create {ns} on A"),
             LINK_TIMEOUT,
@@ -1070,6 +1068,7 @@ impl TwoClusters {
         );
     }
 
+    /// [`create_on_a`](Self::create_on_a), then waits until B has the namespace too.
     pub fn create_global_namespace(&self, ns: &str) {
         self.create_on_a(ns);
         self.wait(
