@@ -1066,6 +1066,40 @@ mod tests {
     }
 
     #[test]
+    fn cluster_connection_acl_problems_name_their_keys() {
+        let text = r#"
+            [[cluster_connection]]
+            name = "a-b"
+            local = { listen = "127.0.0.1:7301", upstream = "127.0.0.1:7233", advertised_address = "no port" }
+            remote = { mode = "tcp", listen = "127.0.0.1:7401", address = "127.0.0.1:7402" }
+            acl = { allowed_methods = ["AdminService.*", "Admin Service"], allowed_namespaces = ["billing", "", "billing"] }
+        "#;
+        let err = Config::parse(text).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cluster_connection[0].local.advertised_address",
+                "cluster_connection[0].acl.allowed_methods[1]",
+                "cluster_connection[0].acl.allowed_namespaces[1]",
+                "cluster_connection[0].acl.allowed_namespaces[2]",
+            ]
+        );
+        // Without allowed_methods every method is allowed; without allowed_namespaces, every
+        // namespace.
+        let text = text
+            .replace("advertised_address = \"no port\"", "advertised_address = \"strait:7301\"")
+            .replace(
+                r#"allowed_methods = ["AdminService.*", "Admin Service"], allowed_namespaces = ["billing", "", "billing"]"#,
+                "apply_to_local = true",
+            );
+        let config = Config::parse(&text).unwrap();
+        let acl = config.cluster_connections[0].acl.as_ref().unwrap();
+        assert_eq!(acl.allowed_methods, ["*"]);
+        assert!(acl.allowed_namespaces.is_none());
+    }
+
+    #[test]
     fn every_semantic_problem_is_reported_at_once() {
         let text = r#"
             [admin]
