@@ -1,7 +1,8 @@
 //! Replication's long-lived calls are never cut by the proxy's own timeouts: a bidi stream that
 //! stays quiet for longer than the link's idle timeout (as StreamWorkflowReplicationMessages does
-//! between tasks) keeps flowing afterwards, through both ends of a tcp link, and the cluster and shard
-//! id headers of the replication stream (`client-cluster-id`, `server-shard-id`, …) reach the other cluster unchanged.
+//! between tasks) keeps flowing afterwards, through both ends of a tcp link, and the cluster and
+//! shard id headers of the replication stream (`client-cluster-id`, `server-shard-id`, …) reach the
+//! other cluster unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/backend.rs"]
