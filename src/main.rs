@@ -180,6 +180,24 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
             "  cluster connection {:?}: local cluster dials {}, frontend {}; remote {remote}",
             connection.name, connection.local.listen, connection.local.upstream
         );
+        if let Some(acl) = &connection.acl {
+            let namespaces = match &acl.allowed_namespaces {
+                Some(names) => format!("namespaces {names:?}"),
+                None => "every namespace".to_owned(),
+            };
+            println!(
+                "    acl: methods {:?}, {namespaces}, for calls from the remote{}",
+                acl.allowed_methods,
+                if acl.apply_to_local {
+                    " and the local cluster"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(address) = &connection.local.advertised_address {
+            println!("    advertises {address} in AddOrUpdateRemoteCluster calls from the remote");
+        }
     }
     println!("  admin on {}", config.admin.listen);
     println!("  {}", descriptors.summary());
