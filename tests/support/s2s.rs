@@ -475,10 +475,31 @@ pub fn child_pids() -> Vec<u32> {
         .collect()
 }
 
+/// Removes this process's `TempDir`s (`<tmp>/strait-e2e-<what>-<pid>-<n>-<nanos>`), which their
+/// `Drop` would have removed.
+fn remove_own_temp_dirs() {
+    let me = std::process::id().to_string();
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = fs::read_dir(&tmp) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("strait-e2e-") else {
+            continue;
+        };
+        // <what>-<pid>-<n>-<nanos>: the pid is the third field from the end.
+        if rest.rsplit('-').nth(2) == Some(me.as_str()) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Makes SIGINT, SIGTERM and SIGHUP stop this harness cleanly: the Temporal servers and Strait
 /// processes run in their own process groups (so a Ctrl-C does not reach them) and are normally
 /// killed by their fixtures' `Drop`, which a signal would skip. On a signal, a background thread
-/// kills every direct child of this process (by pid) and exits with 128 + the signal number.
+/// kills every direct child of this process (by pid), removes this process's temp dirs, and exits
+/// with 128 + the signal number.
 pub fn reap_children_on_signal() {
     let spawned = thread::Builder::new()
         .name("signal-reaper".into())
@@ -524,6 +545,7 @@ pub fn reap_children_on_signal() {
                             .status();
                     }
                 }
+                remove_own_temp_dirs();
                 std::process::exit(code);
             }
         });
