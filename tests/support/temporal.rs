@@ -71,6 +71,22 @@ pub fn python_bin() -> PathBuf {
     venv_tool("python")
 }
 
+/// The Strait binary: the one cargo built for this test or bench target; for other targets
+/// (examples), `$STRAIT_BIN`, else `strait` in the profile directory the running executable is in
+/// (`target/release/examples/x` → `target/release/strait`).
+pub fn strait_bin() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_strait") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = std::env::var_os("STRAIT_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("strait")))
+        .unwrap_or_else(|| repo_root().join("target").join("release").join("strait"))
+}
+
 /// A script under `tests/python/`.
 pub fn python_script(name: &str) -> PathBuf {
     repo_root().join("tests").join("python").join(name)
@@ -616,7 +632,7 @@ upstream = "temporal"
             };
             let log = dir.path().join(format!("strait-{attempt}.log"));
             let log_file = fs::File::create(&log).expect("create strait log");
-            let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
+            let mut child = Command::new(strait_bin())
                 .arg("run")
                 .arg("--config")
                 .arg(&config)

@@ -683,6 +683,11 @@ impl Cluster {
         self.identity.name
     }
 
+    /// Its process ID (for CPU accounting from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The patched binary it runs.
     pub fn binary(&self) -> &Path {
         &self.binary
