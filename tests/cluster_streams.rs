@@ -63,7 +63,7 @@ async fn a_quiet_stream_outlives_the_idle_timeout_and_keeps_its_headers() {
         .unwrap();
     let mut recv = response.into_body();
     let mut buf = BytesMut::new();
-    let mut next = async |recv: &mut h2::RecvStream, buf: &mut BytesMut| loop {
+    let next = async |recv: &mut h2::RecvStream, buf: &mut BytesMut| loop {
         if let Some(m) = take_messages(buf).into_iter().next() {
             return m;
         }
