@@ -11,6 +11,7 @@
 //! plain threads (two per connection), independent of any async runtime. Its threads never panic:
 //! an I/O error ends the connection it concerns, nothing else.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -33,6 +34,15 @@ struct Shared {
     open: AtomicUsize,
     /// Connections relayed (target dialled) since the start.
     relayed: AtomicU64,
+    /// Both sockets of every connection being relayed, by connection number, so that a sever
+    /// shuts them down at once instead of waiting for the pumps to look.
+    sockets: Mutex<HashMap<u64, [TcpStream; 2]>>,
+}
+
+impl Shared {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, [TcpStream; 2]>> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 pub struct FaultRelay {
@@ -108,6 +118,10 @@ impl FaultRelay {
     /// Severs the connections open now; new ones are still accepted (and relayed).
     pub fn sever(&self) {
         self.shared.links.fetch_add(1, SeqCst);
+        for [a, b] in self.shared.sockets().values() {
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
+        }
     }
 
     fn accept_on(&self, listener: TcpListener) {
@@ -185,18 +199,29 @@ fn relay(inbound: TcpStream, target: SocketAddr, open: Open, epoch: u64) {
             socket.set_read_timeout(Some(TICK))?;
             socket.set_write_timeout(Some(TICK))?;
         }
-        Ok::<_, std::io::Error>((inbound.try_clone()?, outbound.try_clone()?))
+        Ok::<_, std::io::Error>((
+            inbound.try_clone()?,
+            outbound.try_clone()?,
+            [inbound.try_clone()?, outbound.try_clone()?],
+        ))
     })();
-    let Ok((inbound_writer, outbound_reader)) = setup else {
+    let Ok((inbound_writer, outbound_reader, sockets)) = setup else {
         return;
     };
-    shared.relayed.fetch_add(1, SeqCst);
+    let id = shared.relayed.fetch_add(1, SeqCst);
+    shared.sockets().insert(id, sockets);
+    // Registered after a sever that came in the meantime? Then it missed this one.
+    if shared.links.load(SeqCst) != epoch {
+        let _ = inbound.shutdown(Shutdown::Both);
+        let _ = outbound.shutdown(Shutdown::Both);
+    }
     let back = {
         let shared = Arc::clone(shared);
         thread::spawn(move || pump(outbound_reader, inbound_writer, &shared, epoch))
     };
     pump(inbound, outbound, shared, epoch);
     let _ = back.join();
+    shared.sockets().remove(&id);
 }
 
 /// Copies `from` to `to` until EOF (passed on as a half close), an error, or a sever.
