@@ -106,6 +106,7 @@ fn respond(
         },
         "/metrics" => match metrics {
             Some(handle) => {
+                crate::metrics::refresh_runtime();
                 let mut response = text(StatusCode::OK, handle.render());
                 response.headers_mut().insert(
                     http::header::CONTENT_TYPE,

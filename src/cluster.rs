@@ -162,6 +162,8 @@ pub async fn start_link(
             address,
             sessions: count,
             tls,
+            backoff_initial,
+            backoff_max,
         } => {
             let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
@@ -178,6 +180,8 @@ pub async fn start_link(
                     sessions: Arc::clone(&set),
                     inbound: inbound_tx.clone(),
                     stop: link.stop_background.clone(),
+                    backoff_initial: *backoff_initial,
+                    backoff_max: *backoff_max,
                 };
                 let span = info_span!("mux", link = %name, slot);
                 link.background.spawn(dialer.run().instrument(span));
@@ -430,12 +434,13 @@ struct MuxDialer {
     sessions: Arc<SessionSet>,
     inbound: mpsc::Sender<BoxIo>,
     stop: CancellationToken,
+    backoff_initial: Duration,
+    backoff_max: Duration,
 }
 
 impl MuxDialer {
     async fn run(self) {
-        let initial = Duration::from_millis(100);
-        let max = Duration::from_secs(5);
+        let (initial, max) = (self.backoff_initial, self.backoff_max);
         let mut backoff = initial;
         loop {
             let dialed = tokio::select! {

@@ -114,6 +114,12 @@ pub enum RemoteSideConfig {
         sessions: usize,
         #[serde(default)]
         tls: Option<ClientTlsConfig>,
+        /// First delay before redialling a session that failed or ended within a second (one that
+        /// lived longer is redialled at once); doubles, with jitter, up to `backoff_max`.
+        #[serde(default = "default_mux_backoff_initial", with = "humantime_serde")]
+        backoff_initial: Duration,
+        #[serde(default = "default_mux_backoff_max", with = "humantime_serde")]
+        backoff_max: Duration,
     },
     /// Accepts peer Strait sessions on one port; with TLS, client certificates are required.
     #[serde(rename = "mux-server")]
@@ -126,6 +132,14 @@ pub enum RemoteSideConfig {
 
 fn default_sessions() -> usize {
     4
+}
+
+fn default_mux_backoff_initial() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_mux_backoff_max() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -848,12 +862,26 @@ impl Config {
                     address,
                     sessions,
                     tls: tls_config,
+                    backoff_initial,
+                    backoff_max,
                 } => {
                     if let Err(message) = crate::transport::connect::split_host_port(address) {
                         report(key("remote.address"), message);
                     }
                     if !(1..=64).contains(sessions) {
                         report(key("remote.sessions"), "must be between 1 and 64".into());
+                    }
+                    if backoff_initial.is_zero() {
+                        report(
+                            key("remote.backoff_initial"),
+                            "must be greater than zero".into(),
+                        );
+                    }
+                    if backoff_max < backoff_initial {
+                        report(
+                            key("remote.backoff_max"),
+                            "must not be less than backoff_initial".into(),
+                        );
                     }
                     if let Some(Err(err)) = tls_config.as_ref().map(tls::client_config) {
                         report(key(&format!("remote.tls.{}", err.key())), err.to_string());
@@ -1097,6 +1125,56 @@ mod tests {
         let acl = config.cluster_connections[0].acl.as_ref().unwrap();
         assert_eq!(acl.allowed_methods, ["*"]);
         assert!(acl.allowed_namespaces.is_none());
+    }
+
+    #[test]
+    fn mux_client_backoff_has_defaults_and_is_checked() {
+        let link = |extra: &str| {
+            format!(
+                r#"
+                [[cluster_connection]]
+                name = "a-b"
+                local = {{ listen = "127.0.0.1:7301", upstream = "127.0.0.1:7233" }}
+                remote = {{ mode = "mux-client", address = "127.0.0.1:7400"{extra} }}
+                "#
+            )
+        };
+        let backoff = |config: &Config| match &config.cluster_connections[0].remote {
+            RemoteSideConfig::MuxClient {
+                backoff_initial,
+                backoff_max,
+                ..
+            } => (*backoff_initial, *backoff_max),
+            other => panic!("not mux-client: {other:?}"),
+        };
+        let config = Config::parse(&link("")).unwrap();
+        assert_eq!(
+            backoff(&config),
+            (Duration::from_millis(100), Duration::from_secs(5))
+        );
+        let config =
+            Config::parse(&link(r#", backoff_initial = "1ms", backoff_max = "20ms""#)).unwrap();
+        assert_eq!(
+            backoff(&config),
+            (Duration::from_millis(1), Duration::from_millis(20))
+        );
+        for (extra, key) in [
+            (r#", backoff_initial = "0s""#, "remote.backoff_initial"),
+            (
+                r#", backoff_initial = "2s", backoff_max = "1s""#,
+                "remote.backoff_max",
+            ),
+        ] {
+            let err = Config::parse(&link(extra)).unwrap_err();
+            let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(
+                keys,
+                [format!("cluster_connection[0].{key}")],
+                "{extra}: {err}"
+            );
+        }
+        let err = Config::parse(&link(r#", backoff_max = "soon""#)).unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
     }
 
     #[test]

@@ -167,6 +167,7 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
                 address,
                 sessions,
                 tls,
+                ..
             } => format!(
                 "mux-client: {sessions} session(s) to {address}{}",
                 if tls.is_some() { " over TLS" } else { "" }

@@ -43,6 +43,8 @@ pub const MUX_SESSIONS_TOTAL: &str = "strait_mux_sessions_total";
 pub const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
 /// Failed upstream connection attempts, by upstream.
 pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "strait_upstream_connect_errors_total";
+/// Tokio tasks alive in the proxy's runtime, read when /metrics is scraped (a leak shows here).
+pub const RUNTIME_ALIVE_TASKS: &str = "strait_runtime_alive_tasks";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -108,6 +110,15 @@ fn describe() {
         UPSTREAM_CONNECT_ERRORS_TOTAL,
         "Failed upstream connection attempts"
     );
+    describe_gauge!(RUNTIME_ALIVE_TASKS, "Tokio tasks alive in the runtime");
+}
+
+/// Sets the gauges that are read from the runtime rather than counted as things happen; called
+/// just before /metrics is rendered.
+pub fn refresh_runtime() {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        gauge!(RUNTIME_ALIVE_TASKS).set(runtime.metrics().num_alive_tasks() as f64);
+    }
 }
 
 /// Why the proxy itself failed a call: the `reason` label of `strait_relay_errors_total`.

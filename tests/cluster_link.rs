@@ -323,3 +323,81 @@ async fn calls_from_the_remote_side_are_limited_to_the_allowed_methods() {
     assert!(a.shutdown().await);
     assert!(b.shutdown().await);
 }
+
+/// A pool over a mux link redials as soon as a session is back rather than when its backoff runs
+/// out: after a long outage the backoff is at its maximum (10 s by default), and calls would fail
+/// that long on a link that is up again.
+#[tokio::test]
+async fn a_pool_over_a_mux_link_redials_as_soon_as_a_session_is_back() {
+    use std::sync::Arc;
+    use strait::config::UpstreamConfig;
+    use strait::relay::upstream::{Dialer, UpstreamPool};
+    use strait::transport::mux::{spawn_session, Role, SessionSet};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    let sessions = SessionSet::new();
+    let config = UpstreamConfig {
+        backoff_initial: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(60),
+        ..UpstreamConfig::with_defaults("mux-pool".into(), "peer:1".into())
+    };
+    let dialer = Dialer::Mux {
+        sessions: Arc::clone(&sessions),
+        label: "peer".into(),
+        timeout: Duration::from_millis(50),
+    };
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let pool = UpstreamPool::start_with(&config, dialer, stop.clone(), &tracker).unwrap();
+
+    // No session yet: the first dial fails, and the slot backs off for 30-60 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let err = pool
+            .acquire(Instant::now() + Duration::from_millis(20))
+            .await
+            .expect_err("no session, yet a connection");
+        if err.to_string().contains("no mux session is up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first dial never failed: {err}"
+        );
+    }
+
+    // The link comes back: a session whose far end answers every call with HTTP 200.
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let (near_in, _near_streams) = tokio::sync::mpsc::channel(8);
+    let (far_in, mut far_streams) = tokio::sync::mpsc::channel(8);
+    sessions.add(spawn_session(near, Role::Client, near_in, stop.clone()));
+    let _far = spawn_session(far, Role::Server, far_in, stop.clone());
+    tokio::spawn(async move {
+        while let Some(io) = far_streams.recv().await {
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(io).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = connection.accept().await {
+                    let _ = respond.send_response(http::Response::new(()), true);
+                }
+            });
+        }
+    });
+    let back = Instant::now();
+    let send = pool
+        .acquire(back + Duration::from_secs(2))
+        .await
+        .expect("the pool redials once the session is back");
+    let request = http::Request::post("http://peer/x.Y/Z").body(()).unwrap();
+    let (response, _) = send.clone().send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "reconnected after {:?}",
+        back.elapsed()
+    );
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+}

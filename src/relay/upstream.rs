@@ -43,6 +43,23 @@ impl Dialer {
         matches!(self, Dialer::Tcp(connector) if connector.is_tls())
     }
 
+    /// Where the link stands now, for [`link_back`](Self::link_back).
+    fn link_epoch(&self) -> u64 {
+        match self {
+            Dialer::Tcp(_) => 0,
+            Dialer::Mux { sessions, .. } => sessions.added(),
+        }
+    }
+
+    /// Resolves when a redial is worth trying before the backoff is over: a mux session came up
+    /// after `epoch` (a lost link is back). Never for TCP, whose backoff is the only clock.
+    async fn link_back(&self, epoch: u64) {
+        match self {
+            Dialer::Tcp(_) => std::future::pending().await,
+            Dialer::Mux { sessions, .. } => sessions.added_since(epoch).await,
+        }
+    }
+
     async fn connect(&self) -> Result<crate::transport::BoxIo, String> {
         match self {
             Dialer::Tcp(connector) => connector.connect().await.map_err(|e| e.to_string()),
@@ -296,6 +313,7 @@ impl SlotDriver {
         let connect_errors = metrics::upstream_connect_errors(&self.upstream);
         let mut backoff = self.config.backoff_initial;
         loop {
+            let epoch = self.connector.link_epoch();
             let attempt = tokio::select! {
                 _ = self.stop.cancelled() => return,
                 attempt = self.dial() => attempt,
@@ -332,13 +350,14 @@ impl SlotDriver {
                     self.changed.notify_waiters();
                 }
             }
-            // Full jitter between half and all of the backoff keeps reconnect storms apart.
+            // Full jitter between half and all of the backoff keeps reconnect storms apart. Over a
+            // mux link, a new session ends the wait: the link is back, so redial at once.
             let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
             tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(delay) => backoff = (backoff * 2).min(self.config.backoff_max),
+                _ = self.connector.link_back(epoch) => backoff = self.config.backoff_initial,
             }
-            backoff = (backoff * 2).min(self.config.backoff_max);
         }
     }
 

@@ -184,6 +184,8 @@ pub struct SessionSet {
     sessions: Mutex<Vec<Session>>,
     next: AtomicUsize,
     changed: Notify,
+    /// Sessions ever added: lets a waiter tell whether one came up since it last looked.
+    added: AtomicU64,
     metrics: Option<(metrics::Gauge, metrics::Counter)>,
 }
 
@@ -203,6 +205,7 @@ impl SessionSet {
     /// Adds a session and forgets it when it ends.
     pub fn add(self: &Arc<Self>, session: Session) {
         self.lock().push(session.clone());
+        self.added.fetch_add(1, Ordering::AcqRel);
         if let Some((up, total)) = &self.metrics {
             up.increment(1.0);
             total.increment(1);
@@ -229,6 +232,24 @@ impl SessionSet {
     /// Live sessions now.
     pub fn live(&self) -> usize {
         self.lock().iter().filter(|s| !s.is_closed()).count()
+    }
+
+    /// How many sessions have been added so far (for [`added_since`](Self::added_since)).
+    pub fn added(&self) -> u64 {
+        self.added.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a session has been added after `seen` sessions were (at once if one has).
+    pub async fn added_since(&self, seen: u64) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.added() > seen {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Opens a stream on a live session, round-robin, waiting up to `timeout` for one to exist.

@@ -1,140 +1,279 @@
-//! DRAFT, not yet included by any test crate: a TCP relay that cuts and restores a link, and
-//! scenario (e) of the server-to-server issue (link cut mid-replication, nothing lost). In its first
-//! run the workflows started during the outage did not reach B within 60 s after the restore; the
-//! cause (Strait pool reconnect, Temporal stream retry backoff, or this relay) is still to be found.
-//! To use: include it from tests/e2e_replication.rs and move the test function there.
-#![allow(dead_code)]
-use super::temporal::{free_port, unique, Strait};
-use super::testbed::{TwoClusters, TwoClustersOpts};
+#![allow(dead_code)] // Shared by several test crates; each uses a different part.
+//! A fault-injecting TCP relay for link tests. It forwards every connection it accepts to one
+//! target, byte for byte, and on request:
+//!
+//! * [`FaultRelay::cut`]: severs every relayed connection and stops listening, so redials are
+//!   refused, as when a network link goes down;
+//! * [`FaultRelay::restore`]: listens again on the same port;
+//! * [`FaultRelay::sever`]: severs the connections open now and keeps accepting new ones.
+//!
+//! A severed connection is shut down both ways, so each end sees it end at once. The relay runs on
+//! plain threads (two per connection), independent of any async runtime. Its threads never panic:
+//! an I/O error ends the connection it concerns, nothing else.
 
-/// A TCP relay that can cut every connection and refuse new ones, then come back on the same port.
-struct FaultyRelay {
-    port: u16,
-    target: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How often a blocked relay thread looks at the relay's state: a sever takes effect within this.
+const TICK: Duration = Duration::from_millis(20);
+/// Bound on each of the relay's own waits (rebinding its port, dialing the target, draining).
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Shared {
+    /// Bumped to end the accept loop running now.
+    listening: AtomicU64,
+    /// Bumped to sever every connection open now.
+    links: AtomicU64,
+    /// Connections being relayed now.
+    open: AtomicUsize,
+    /// Connections relayed (target dialled) since the start.
+    relayed: AtomicU64,
+    /// Both sockets of every connection being relayed, by connection number, so that a sever
+    /// shuts them down at once instead of waiting for the pumps to look.
+    sockets: Mutex<HashMap<u64, [TcpStream; 2]>>,
 }
 
-impl FaultyRelay {
-    fn start(target: std::net::SocketAddr) -> FaultyRelay {
-        let relay = FaultyRelay {
-            port: free_port(),
+impl Shared {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, [TcpStream; 2]>> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub struct FaultRelay {
+    port: u16,
+    target: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FaultRelay {
+    /// Starts relaying a free 127.0.0.1 port to `target`.
+    pub fn start(target: SocketAddr) -> FaultRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay on 127.0.0.1");
+        let port = listener.local_addr().expect("relay address").port();
+        let relay = FaultRelay {
+            port,
             target,
-            up: Default::default(),
-            generation: Default::default(),
+            shared: Arc::default(),
+            acceptor: Mutex::new(None),
         };
-        relay.restore();
+        relay.accept_on(listener);
         relay
     }
 
-    /// Cuts every relayed connection and stops listening.
-    fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // Wake the accept loop so it drops the listener.
-        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
-    /// Listens again on the same port.
-    fn restore(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let listener = (0..200)
-            .find_map(|_| {
-                std::net::TcpListener::bind(("127.0.0.1", self.port))
-                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(25)))
-                    .ok()
-            })
-            .expect("rebind the relay port");
-        self.up.store(true, SeqCst);
-        let (up, generation, target) = (self.up.clone(), self.generation.clone(), self.target);
-        let mine = generation.load(SeqCst);
-        std::thread::spawn(move || {
-            for inbound in listener.incoming() {
-                if !up.load(SeqCst) || generation.load(SeqCst) != mine {
-                    return;
-                }
-                let Ok(inbound) = inbound else { continue };
-                let Ok(outbound) = std::net::TcpStream::connect(target) else { continue };
-                for (mut from, mut to) in [
-                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                    (outbound, inbound),
-                ] {
-                    let generation = generation.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        use std::io::{Read, Write};
-                        from.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
-                        loop {
-                            if generation.load(SeqCst) != mine {
-                                let _ = from.shutdown(std::net::Shutdown::Both);
-                                let _ = to.shutdown(std::net::Shutdown::Both);
-                                return;
-                            }
-                            match from.read(&mut buf) {
-                                Ok(0) => {
-                                    let _ = to.shutdown(std::net::Shutdown::Write);
-                                    return;
-                                }
-                                Ok(n) => {
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
-                                Err(_) => return,
-                            }
-                        }
-                    });
-                }
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Connections being relayed now.
+    pub fn open(&self) -> usize {
+        self.shared.open.load(SeqCst)
+    }
+
+    /// Connections relayed since the start.
+    pub fn relayed(&self) -> u64 {
+        self.shared.relayed.load(SeqCst)
+    }
+
+    /// Cuts the link: stops listening (new connections are refused) and severs every connection.
+    /// Returns once the port is closed and every relayed connection has ended.
+    pub fn cut(&self) {
+        self.stop_accepting();
+        self.sever();
+        let deadline = Instant::now() + WAIT;
+        while self.open() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} relayed connections still open {WAIT:?} after the cut",
+                self.open()
+            );
+            thread::sleep(TICK);
+        }
+    }
+
+    /// Listens on the same port again (after [`cut`](Self::cut)).
+    pub fn restore(&self) {
+        let deadline = Instant::now() + WAIT;
+        // The port was just released; retry briefly in case the kernel has not let go of it yet.
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(listener) => break listener,
+                Err(_) if Instant::now() < deadline => thread::sleep(TICK),
+                Err(e) => panic!("rebind relay port {}: {e}", self.port),
             }
-        });
+        };
+        self.accept_on(listener);
+    }
+
+    /// Severs the connections open now; new ones are still accepted (and relayed).
+    pub fn sever(&self) {
+        self.shared.links.fetch_add(1, SeqCst);
+        for [a, b] in self.shared.sockets().values() {
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn accept_on(&self, listener: TcpListener) {
+        let mut acceptor = self.acceptor.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(acceptor.is_none(), "the relay is already listening");
+        let shared = Arc::clone(&self.shared);
+        let epoch = shared.listening.load(SeqCst);
+        let target = self.target;
+        *acceptor = Some(thread::spawn(move || {
+            for inbound in listener.incoming() {
+                if shared.listening.load(SeqCst) != epoch {
+                    return; // dropping the listener closes the port
+                }
+                let Ok(inbound) = inbound else {
+                    // EMFILE and friends: try again shortly rather than spin.
+                    thread::sleep(TICK);
+                    continue;
+                };
+                // Counted (and its sever epoch taken) here, before `cut` can join this thread, so
+                // that a cut never misses a connection that was being set up.
+                let open = Open::new(&shared);
+                let links = shared.links.load(SeqCst);
+                thread::spawn(move || relay(inbound, target, open, links));
+            }
+        }));
+    }
+
+    fn stop_accepting(&self) {
+        let acceptor = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(acceptor) = acceptor else { return };
+        self.shared.listening.fetch_add(1, SeqCst);
+        // Wake the blocking accept so that the loop sees the new epoch and drops the listener.
+        let _ = TcpStream::connect_timeout(&self.address(), WAIT);
+        let _ = acceptor.join();
     }
 }
 
-/// Scenario (e): the link is cut mid-replication; every workflow started on A during the outage is
-/// on B once the link is back — nothing lost.
-// #[test] (draft)
-fn nothing_is_lost_when_the_link_is_cut_mid_replication() {
-    
-    let clusters = TwoClusters::start_unlinked(&TwoClustersOpts::default());
-    let (a, b) = (clusters.a.address(), clusters.b.address());
-    let (remote_a, remote_b, listen_b) = (free_port(), free_port(), format!("127.0.0.1:{}", free_port()));
-    // B's calls towards A (its replication stream included) cross the faulty relay.
-    let relay = FaultyRelay::start(format!("127.0.0.1:{remote_a}").parse().unwrap());
-    let relay_port = relay.port;
-    let strait = Strait::start_config(|listen_a, admin| {
-        format!(
-            r#"
-            [log]
-            level = "info"
-            [admin]
-            listen = "{admin}"
-            [[cluster_connection]]
-            name = "a-b"
-            local = {{ listen = "{listen_a}", upstream = "{a}" }}
-            remote = {{ mode = "tcp", listen = "127.0.0.1:{remote_a}", address = "127.0.0.1:{remote_b}" }}
-            [[cluster_connection]]
-            name = "b-a"
-            local = {{ listen = "{listen_b}", upstream = "{b}" }}
-            remote = {{ mode = "tcp", listen = "127.0.0.1:{remote_b}", address = "127.0.0.1:{relay_port}" }}
-            "#
-        )
-    });
-    clusters.link(&strait.address(), &listen_b);
-    let ns = unique("outage");
-    clusters.create_global_namespace(&ns);
-    clusters.wait_streams();
-    let before = unique("before");
-    clusters.start_workflow(&clusters.a, &ns, &before);
-    clusters.wait_workflow_visible(&clusters.b, &ns, &before);
+impl Drop for FaultRelay {
+    fn drop(&mut self) {
+        self.stop_accepting();
+        self.sever();
+    }
+}
 
-    relay.cut();
-    let during: Vec<String> = (0..3).map(|i| unique(&format!("during-{i}"))).collect();
-    for id in &during {
-        clusters.start_workflow(&clusters.a, &ns, id);
+/// One connection in [`Shared::open`], from its accept to its end.
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(shared: &Arc<Shared>) -> Open {
+        shared.open.fetch_add(1, SeqCst);
+        Open(Arc::clone(shared))
     }
-    relay.restore();
-    for id in &during {
-        clusters.wait_workflow_visible(&clusters.b, &ns, id);
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, SeqCst);
     }
+}
+
+/// Relays one accepted connection until either side ends it or the relay severs it (`epoch` is
+/// the sever epoch it belongs to).
+fn relay(inbound: TcpStream, target: SocketAddr, open: Open, epoch: u64) {
+    let shared = &open.0;
+    let Ok(outbound) = TcpStream::connect_timeout(&target, WAIT) else {
+        return; // dropping `inbound` refuses the connection
+    };
+    let setup = (|| {
+        for socket in [&inbound, &outbound] {
+            socket.set_nodelay(true)?;
+            socket.set_read_timeout(Some(TICK))?;
+            socket.set_write_timeout(Some(TICK))?;
+        }
+        Ok::<_, std::io::Error>((
+            inbound.try_clone()?,
+            outbound.try_clone()?,
+            [inbound.try_clone()?, outbound.try_clone()?],
+        ))
+    })();
+    let Ok((inbound_writer, outbound_reader, sockets)) = setup else {
+        return;
+    };
+    let id = shared.relayed.fetch_add(1, SeqCst);
+    shared.sockets().insert(id, sockets);
+    // Registered after a sever that came in the meantime? Then it missed this one.
+    if shared.links.load(SeqCst) != epoch {
+        let _ = inbound.shutdown(Shutdown::Both);
+        let _ = outbound.shutdown(Shutdown::Both);
+    }
+    let back = {
+        let shared = Arc::clone(shared);
+        thread::spawn(move || pump(outbound_reader, inbound_writer, &shared, epoch))
+    };
+    pump(inbound, outbound, shared, epoch);
+    let _ = back.join();
+    shared.sockets().remove(&id);
+}
+
+/// Copies `from` to `to` until EOF (passed on as a half close), an error, or a sever.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, epoch: u64) {
+    let severed = || shared.links.load(SeqCst) != epoch;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if severed() {
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+            return;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if !forward(&mut to, &buf[..n], &severed) {
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => {
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+/// Writes all of `data`, still noticing a sever while the receiver is slow. False if it failed.
+fn forward(to: &mut TcpStream, mut data: &[u8], severed: &impl Fn() -> bool) -> bool {
+    while !data.is_empty() {
+        if severed() {
+            return false;
+        }
+        match to.write(data) {
+            Ok(0) => return false,
+            Ok(n) => data = &data[n..],
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
 }

@@ -711,6 +711,11 @@ upstream = "temporal"
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// The process id, e.g. to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 fn wait_strait(child: &mut Child, admin: SocketAddr) -> Result<(), String> {

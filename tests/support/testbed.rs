@@ -58,6 +58,9 @@ const START_ATTEMPTS: u32 = 3;
 const METADATA_REFRESH: (&str, &str) = ("system.clusterMetadataRefreshInterval", "\"2s\"");
 /// What a server logs when a replication stream to the other cluster is up.
 pub const STREAM_STARTED: &str = "StreamSender started";
+/// Overrides the servers' log level (default `info`), e.g. `debug` to see replication stream
+/// watermarks while investigating a failure.
+const LOG_LEVEL_ENV: &str = "STRAIT_TESTBED_LOG_LEVEL";
 /// Bumped whenever the patch changes, so stale cached copies are not reused.
 const PATCH_FORMAT: u32 = 1;
 
@@ -613,6 +616,14 @@ fn log_digest(path: &Path) -> String {
     )
 }
 
+/// The servers' log level: [`LOG_LEVEL_ENV`] or `info` (`StreamSender started` is logged at info).
+fn log_level() -> String {
+    std::env::var(LOG_LEVEL_ENV)
+        .ok()
+        .filter(|level| !level.is_empty())
+        .unwrap_or_else(|| "info".to_owned())
+}
+
 /// Runs the default release's `temporal <args>` against `address` with [`CLI_TIMEOUT`].
 pub fn cli(address: &str, args: &[&str]) -> Run {
     run_with_timeout(
@@ -669,6 +680,7 @@ pub struct Cluster {
     binary: PathBuf,
     child: Child,
     port: u16,
+    metrics_port: u16,
     log: PathBuf,
 }
 
@@ -676,6 +688,15 @@ impl Cluster {
     /// Its frontend, `127.0.0.1:PORT`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's own Prometheus metrics (`--metrics-port`), as text.
+    pub fn metrics(&self) -> Result<String, String> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
+        match super::temporal::http_get(addr, "/metrics")? {
+            (200, body) => Ok(body),
+            (code, body) => Err(format!("{addr}/metrics answered {code}: {body}")),
+        }
     }
 
     /// Its cluster name (`active` or `standby`).
@@ -752,17 +773,17 @@ impl Cluster {
         dir: &Path,
         attempt: u32,
         dynamic_config: &[(String, String)],
-    ) -> (Child, u16, PathBuf) {
+    ) -> (Child, u16, u16, PathBuf) {
         let port = free_port();
+        let metrics_port = free_port();
         let log = dir.join(format!("{}-{attempt}.log", identity.name));
         let log_file = fs::File::create(&log).expect("create dev server log");
         let mut cmd = isolated(binary);
         cmd.args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             .args(["--http-port", &free_port().to_string()])
-            .args(["--metrics-port", &free_port().to_string()])
-            // `StreamSender started` is logged at info.
-            .args(["--log-level", "info", "--log-format", "json"])
+            .args(["--metrics-port", &metrics_port.to_string()])
+            .args(["--log-level", &log_level(), "--log-format", "json"])
             .args(["--disable-config-file", "--disable-config-env"]);
         let (key, value) = METADATA_REFRESH;
         cmd.args(["--dynamic-config-value", &format!("{key}={value}")]);
@@ -774,7 +795,7 @@ impl Cluster {
             .stderr(log_file)
             // Own process group: a Ctrl-C reaches only the test, whose fixtures kill the servers.
             .process_group(0);
-        (spawn(&mut cmd), port, log)
+        (spawn(&mut cmd), port, metrics_port, log)
     }
 
     /// Starts one server and waits until it is healthy and says it is the cluster it should be.
@@ -798,7 +819,8 @@ impl Cluster {
         let binary = PatchedBinary::try_create(&stock, identity)?;
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let (child, port, log) = Self::launch(&binary, identity, dir, attempt, dynamic_config);
+            let (child, port, metrics_port, log) =
+                Self::launch(&binary, identity, dir, attempt, dynamic_config);
             let mut cluster = Cluster {
                 identity,
                 release,
@@ -806,6 +828,7 @@ impl Cluster {
                 binary: binary.clone(),
                 child,
                 port,
+                metrics_port,
                 log,
             };
             match cluster.wait_ready(deadline) {
@@ -1106,6 +1129,42 @@ impl TwoClusters {
                     Ok(())
                 } else {
                     Err(format!("no `{STREAM_STARTED}` in the log of {missing:?}"))
+                }
+            },
+        );
+    }
+
+    /// Waits until `sender` has recorded an acknowledgement (a replication watermark) from the
+    /// stream `receiver` pulls from it, as its `replication_tasks_recv{operation="SyncWatermark"}`
+    /// metric shows. Until then `sender` keeps no position for `receiver`: a stream that reconnects
+    /// starts from the newest task, and tasks created while it was down are never sent. (Receivers
+    /// acknowledge once a second, so a link cut within a second of [`wait_streams`] loses them.)
+    ///
+    /// [`wait_streams`]: Self::wait_streams
+    pub fn wait_replication_acknowledged(&self, sender: &Cluster, receiver: &Cluster) {
+        let from = receiver.identity.failover_version.to_string();
+        self.wait(
+            &format!(
+                "{} recorded a replication acknowledgement from {}",
+                sender.name(),
+                receiver.name()
+            ),
+            LINK_TIMEOUT,
+            || {
+                let text = sender.metrics()?;
+                let acknowledged: f64 = super::temporal::parse_metrics(&text)
+                    .iter()
+                    .filter(|s| {
+                        s.name.starts_with("replication_tasks_recv")
+                            && s.label("operation") == Some("SyncWatermark")
+                            && s.label("from_cluster") == Some(from.as_str())
+                    })
+                    .map(|s| s.value)
+                    .sum();
+                if acknowledged > 0.0 {
+                    Ok(())
+                } else {
+                    Err("no SyncWatermark received yet".to_owned())
                 }
             },
         );
