@@ -1,7 +1,9 @@
-//! The admin HTTP/1.1 listener: `/livez` (the process runs), `/readyz` (listeners bound and every
-//! upstream connected; 503 with the reasons otherwise, and while draining) and `/metrics` (Prometheus).
+//! The admin HTTP/1.1 listener: `/livez` (the process runs), `/readyz` (listeners bound, every
+//! upstream connected, every cluster connection with a mux session where it has mux sessions; one
+//! line per check, 503 when any fails, and while draining) and `/metrics` (Prometheus).
 
 use std::convert::Infallible;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -16,38 +18,141 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::cluster::{LinkStatus, RemoteStatus};
 use crate::relay::upstream::UpstreamPool;
 
 /// What /readyz reports on.
 pub struct Readiness {
     pub listeners_bound: AtomicBool,
     pub draining: AtomicBool,
+    /// The `[[upstream]]` pools, in configuration order.
     pub upstreams: Vec<Arc<UpstreamPool>>,
+    /// The cluster connections, in configuration order.
+    pub links: Vec<LinkStatus>,
+}
+
+/// One line of /readyz: `ok <check>: <detail>` or `fail <check>: <detail>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub name: String,
+    pub detail: String,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.ok { "ok" } else { "fail" };
+        write!(f, "{status} {}: {}", self.name, self.detail)
+    }
 }
 
 impl Readiness {
-    /// `Ok` when ready, else every reason it is not.
-    pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut reasons = Vec::new();
-        if !self.listeners_bound.load(Ordering::Acquire) {
-            reasons.push("listeners not bound yet".to_owned());
-        }
-        if self.draining.load(Ordering::Acquire) {
-            reasons.push("shutting down".to_owned());
-        }
+    /// Every check, in a stable order: listeners, shutdown, each upstream, then each cluster
+    /// connection's sessions (mux modes), local side and remote side.
+    pub fn checks(&self) -> Vec<Check> {
+        let bound = self.listeners_bound.load(Ordering::Acquire);
+        let draining = self.draining.load(Ordering::Acquire);
+        let mut checks = vec![
+            Check {
+                ok: bound,
+                name: "listeners".into(),
+                detail: if bound { "bound" } else { "not bound yet" }.into(),
+            },
+            Check {
+                ok: !draining,
+                name: "shutdown".into(),
+                detail: if draining { "draining" } else { "not draining" }.into(),
+            },
+        ];
         for upstream in &self.upstreams {
-            if upstream.connected() == 0 {
-                reasons.push(format!(
-                    "upstream {:?} ({}) not connected",
-                    upstream.name(),
-                    upstream.address()
-                ));
-            }
+            checks.push(pool_check(
+                format!("upstream {}", upstream.name()),
+                upstream,
+                upstream.address(),
+            ));
         }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons)
+        for link in &self.links {
+            let name = &link.name;
+            let remote_via = match &link.remote {
+                RemoteStatus::Tcp => link.remote_pool.address().to_owned(),
+                RemoteStatus::MuxClient { .. } | RemoteStatus::MuxServer { .. } => {
+                    "streams of the mux link".to_owned()
+                }
+            };
+            match &link.remote {
+                RemoteStatus::Tcp => {}
+                RemoteStatus::MuxClient {
+                    address,
+                    configured,
+                    sessions,
+                } => {
+                    let up = sessions.live();
+                    checks.push(Check {
+                        ok: up > 0,
+                        name: format!("link {name} sessions"),
+                        detail: format!(
+                            "{up} of {configured} mux sessions up (mux-client dialling {address})"
+                        ),
+                    });
+                }
+                RemoteStatus::MuxServer { listen, sessions } => {
+                    let up = sessions.live();
+                    checks.push(Check {
+                        ok: up > 0,
+                        name: format!("link {name} sessions"),
+                        detail: format!("{up} mux sessions up (mux-server on {listen})"),
+                    });
+                }
+            }
+            checks.push(pool_check(
+                format!("link {name} local"),
+                &link.local,
+                link.local.address(),
+            ));
+            checks.push(pool_check(
+                format!("link {name} remote"),
+                &link.remote_pool,
+                &remote_via,
+            ));
+        }
+        checks
+    }
+
+    /// True when every check passes.
+    pub fn is_ready(&self) -> bool {
+        self.checks().iter().all(|c| c.ok)
+    }
+
+    /// The /readyz body: `ready` or `not ready`, then one line per check.
+    pub fn report(&self) -> (bool, String) {
+        let checks = self.checks();
+        let ready = checks.iter().all(|c| c.ok);
+        let mut body = if ready { "ready\n" } else { "not ready\n" }.to_owned();
+        for check in checks {
+            body.push_str(&check.to_string());
+            body.push('\n');
+        }
+        (ready, body)
+    }
+}
+
+/// An upstream pool's state: connected when at least one of its connections is up.
+fn pool_check(name: String, pool: &UpstreamPool, via: &str) -> Check {
+    let (up, size) = (pool.connected(), pool.size());
+    if up > 0 {
+        Check {
+            ok: true,
+            name,
+            detail: format!("connected, {up} of {size} connections up ({via})"),
+        }
+    } else {
+        Check {
+            ok: false,
+            name,
+            detail: format!(
+                "not connected, 0 of {size} connections up ({via}): {}",
+                pool.last_error()
+            ),
         }
     }
 }
@@ -97,12 +202,9 @@ fn respond(
     };
     match request.uri().path() {
         "/livez" => text(StatusCode::OK, "ok\n".to_owned()),
-        "/readyz" => match readiness.check() {
-            Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
-            Err(reasons) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {}\n", reasons.join("; ")),
-            ),
+        "/readyz" => match readiness.report() {
+            (true, body) => text(StatusCode::OK, body),
+            (false, body) => text(StatusCode::SERVICE_UNAVAILABLE, body),
         },
         "/metrics" => match metrics {
             Some(handle) => {

@@ -10,7 +10,7 @@
 //! accepts (`mux-server`); every session carries HTTP/2 connections opened by either side, so calls
 //! flow both ways over links that only one side accepts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,9 +44,33 @@ const INBOUND_BACKLOG: usize = 256;
 
 /// What a started cluster connection exposes to the rest of the proxy.
 pub struct StartedLink {
-    pub pools: Vec<Arc<UpstreamPool>>,
     pub addresses: Vec<(String, SocketAddr)>,
-    pub sessions: Option<Arc<SessionSet>>,
+    pub status: LinkStatus,
+}
+
+/// The live state of one cluster connection, for /readyz.
+pub struct LinkStatus {
+    pub name: String,
+    pub remote: RemoteStatus,
+    /// Connections to the local frontend (calls from the remote side go there).
+    pub local: Arc<UpstreamPool>,
+    /// Connections to the remote side (calls from the local cluster go there): over TCP, or
+    /// streams of the mux link.
+    pub remote_pool: Arc<UpstreamPool>,
+}
+
+/// How the remote side is reached, with the mux sessions where there are any.
+pub enum RemoteStatus {
+    Tcp,
+    MuxClient {
+        address: String,
+        configured: usize,
+        sessions: Arc<SessionSet>,
+    },
+    MuxServer {
+        listen: SocketAddr,
+        sessions: Arc<SessionSet>,
+    },
 }
 
 /// Shared pieces the links are built with.
@@ -138,7 +162,7 @@ pub async fn start_link(
     })?;
 
     let mut addresses = vec![(format!("{name}.local"), local_addr(&local_listener, name)?)];
-    let mut sessions = None;
+    let remote_status;
     let (remote_pool, remote_inbound) = match &config.remote {
         RemoteSideConfig::Tcp {
             listen,
@@ -156,6 +180,7 @@ pub async fn start_link(
                 name: format!("{name}-remote"),
                 source: Box::new(source),
             })?;
+            remote_status = RemoteStatus::Tcp;
             (pool, Inbound::Listener(listener))
         }
         RemoteSideConfig::MuxClient {
@@ -186,7 +211,11 @@ pub async fn start_link(
                 let span = info_span!("mux", link = %name, slot);
                 link.background.spawn(dialer.run().instrument(span));
             }
-            sessions = Some(Arc::clone(&set));
+            remote_status = RemoteStatus::MuxClient {
+                address: address.clone(),
+                configured: *count,
+                sessions: Arc::clone(&set),
+            };
             (
                 mux_pool(name, address, &set, *count, link)?,
                 Inbound::Streams(inbound_rx),
@@ -196,7 +225,8 @@ pub async fn start_link(
             let listener = Listener::bind_with_alpn(listen, tls.as_ref(), MUX_ALPN)
                 .await
                 .map_err(fail)?;
-            addresses.push((format!("{name}.mux"), local_addr(&listener, name)?));
+            let bound = local_addr(&listener, name)?;
+            addresses.push((format!("{name}.mux"), bound));
             let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
             let stop = link.stop_background.clone();
@@ -236,7 +266,10 @@ pub async fn start_link(
                 }
                 .instrument(span),
             );
-            sessions = Some(Arc::clone(&set));
+            remote_status = RemoteStatus::MuxServer {
+                listen: bound,
+                sessions: Arc::clone(&set),
+            };
             let count = 1;
             (
                 mux_pool(name, listen, &set, count, link)?,
@@ -338,9 +371,13 @@ pub async fn start_link(
     }
     info!(link = %name, "cluster connection started");
     Ok(StartedLink {
-        pools: vec![local_pool, remote_pool],
         addresses,
-        sessions,
+        status: LinkStatus {
+            name: name.clone(),
+            remote: remote_status,
+            local: local_pool,
+            remote_pool,
+        },
     })
 }
 
@@ -475,6 +512,3 @@ impl MuxDialer {
         }
     }
 }
-
-/// Session counts for readiness and metrics, by link name.
-pub type LinkSessions = HashMap<String, Arc<SessionSet>>;

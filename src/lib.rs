@@ -106,9 +106,10 @@ impl Running {
         self.admin
     }
 
-    /// True once listeners are bound and every upstream has a connection.
+    /// True once listeners are bound, every upstream has a connection and every mux link a
+    /// session: what /readyz answers 200 to.
     pub fn is_ready(&self) -> bool {
-        self.readiness.check().is_ok()
+        self.readiness.is_ready()
     }
 
     /// Stops accepting, sends GOAWAY on every connection, waits for in-flight calls up to the grace
@@ -211,7 +212,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
     let mut scope = None;
     let mut link_addresses = Vec::new();
-    let mut link_pools = Vec::new();
+    let mut links = Vec::new();
     {
         let mut link = cluster::LinkContext {
             lifecycle: &lifecycle,
@@ -226,14 +227,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         for connection in &config.cluster_connections {
             let started = cluster::start_link(connection, &mut link).await?;
             link_addresses.extend(started.addresses);
-            link_pools.extend(started.pools);
+            links.push(started.status);
         }
     }
 
     let readiness = Arc::new(Readiness {
         listeners_bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
-        upstreams: pools.values().cloned().chain(link_pools).collect(),
+        upstreams: config
+            .upstreams
+            .iter()
+            .filter_map(|u| pools.get(u.name.as_str()).cloned())
+            .collect(),
+        links,
     });
     if let Some(handle) = prometheus.clone() {
         let stop = stop_background.clone();

@@ -8,6 +8,8 @@
 mod backend;
 #[path = "support/client.rs"]
 mod client;
+#[path = "support/fault_relay.rs"]
+mod fault_relay;
 
 use std::time::{Duration, Instant};
 
@@ -129,6 +131,47 @@ async fn calls_flow_both_ways_over_one_mux_link_with_mutual_tls() {
 
     assert!(a.shutdown().await);
     assert!(b.shutdown().await);
+}
+
+/// (status, body) of an admin endpoint.
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// Polls /readyz until it answers `status` with a body holding every one of `lines`, for at most
+/// 10 s; returns the body. Every line must be `ready`/`not ready` or `ok|fail <check>: <detail>`.
+async fn wait_readyz(running: &Running, status: u16, lines: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = admin_get(running.admin_addr(), "/readyz").await;
+        let mut body_lines = body.lines();
+        let verdict = body_lines.next().unwrap_or_default();
+        assert_eq!(verdict == "ready", code == 200, "{code}: {body}");
+        assert!(verdict == "ready" || verdict == "not ready", "{body}");
+        for line in body_lines {
+            let (check, detail) = line.split_once(": ").unwrap_or_else(|| panic!("{line:?}"));
+            assert!(
+                (check.starts_with("ok ") || check.starts_with("fail ")) && !detail.is_empty(),
+                "{line:?}"
+            );
+        }
+        if code == status && lines.iter().all(|l| body.lines().any(|b| b.starts_with(l))) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz: wanted {status} with {lines:#?}, last answered {code}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn metrics_text(admin: std::net::SocketAddr) -> String {
@@ -400,4 +443,141 @@ async fn a_pool_over_a_mux_link_redials_as_soon_as_a_session_is_back() {
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// /readyz reports each cluster connection line by line: its mux sessions (of how many configured),
+/// its local and remote connections. A cut link makes it 503 with lines naming the link; the
+/// restored link makes it 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_each_link_and_names_the_one_that_is_down() {
+    let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
+    let b = start(&mux_server(&backend_b, "5s").replace("\"b-a\"", "\"b-a-ready\"")).await;
+    let mux = b.listener_addr("b-a-ready.mux").unwrap();
+    // No peer has dialled yet: B's link has no session, so nothing to call the other side over.
+    wait_readyz(
+        &b,
+        503,
+        &[
+            "ok listeners: bound",
+            &format!("fail link b-a-ready sessions: 0 mux sessions up (mux-server on {mux})"),
+            &format!(
+                "ok link b-a-ready local: connected, 1 of 1 connections up ({})",
+                backend_b.addr
+            ),
+            "fail link b-a-ready remote: not connected, 0 of 1 connections up (streams of the mux link): ",
+        ],
+    )
+    .await;
+
+    let relay = fault_relay::FaultRelay::start(mux);
+    let a = start(
+        &mux_client(&backend_a, relay.address(), "client.pem", "client-key.pem")
+            .replace("\"a-b\"", "\"a-b-ready\""),
+    )
+    .await;
+    let via = relay.address();
+    let a_up = [
+        "ready".to_owned(),
+        format!("ok link a-b-ready sessions: 2 of 2 mux sessions up (mux-client dialling {via})"),
+        format!(
+            "ok link a-b-ready local: connected, 1 of 1 connections up ({})",
+            backend_a.addr
+        ),
+        "ok link a-b-ready remote: connected, 2 of 2 connections up (streams of the mux link)"
+            .to_owned(),
+    ];
+    let a_up: Vec<&str> = a_up.iter().map(String::as_str).collect();
+    wait_readyz(&a, 200, &a_up).await;
+    wait_readyz(
+        &b,
+        200,
+        &[
+            "ready",
+            &format!("ok link b-a-ready sessions: 2 mux sessions up (mux-server on {mux})"),
+            "ok link b-a-ready remote: connected, 1 of 1 connections up (streams of the mux link)",
+        ],
+    )
+    .await;
+
+    // The link is cut: both ends say which link is down and why; the local sides stay up.
+    relay.cut();
+    let body = wait_readyz(
+        &a,
+        503,
+        &[
+            "not ready",
+            &format!(
+                "fail link a-b-ready sessions: 0 of 2 mux sessions up (mux-client dialling {via})"
+            ),
+            "ok link a-b-ready local: connected",
+            "fail link a-b-ready remote: not connected, 0 of 2 connections up (streams of the mux link): ",
+        ],
+    )
+    .await;
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("fail") && !l.contains("a-b-ready")),
+        "a failing line that does not name the link:\n{body}"
+    );
+    wait_readyz(
+        &b,
+        503,
+        &[
+            &format!("fail link b-a-ready sessions: 0 mux sessions up (mux-server on {mux})"),
+            "fail link b-a-ready remote: not connected",
+        ],
+    )
+    .await;
+
+    // Restored: ready again on both ends.
+    relay.restore();
+    wait_readyz(&a, 200, &a_up).await;
+    wait_readyz(&b, 200, &["ready"]).await;
+    assert!(a.shutdown().await);
+    assert!(b.shutdown().await);
+}
+
+/// A tcp link whose local frontend and remote peer are both unreachable: two failing lines, each
+/// naming the link, the side and the last error.
+#[tokio::test]
+async fn readyz_names_the_side_of_a_link_whose_upstream_is_down() {
+    let unused = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (frontend, peer) = (unused(), unused());
+    let running = start(&format!(
+        r#"
+        [log]
+        level = "error"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[cluster_connection]]
+        name = "down-link"
+        local = {{ listen = "127.0.0.1:0", upstream = "{frontend}" }}
+        remote = {{ mode = "tcp", listen = "127.0.0.1:0", address = "{peer}" }}
+        "#
+    ))
+    .await;
+    let body = wait_readyz(
+        &running,
+        503,
+        &[
+            &format!(
+                "fail link down-link local: not connected, 0 of 1 connections up ({frontend}): connect to {frontend}"
+            ),
+            &format!(
+                "fail link down-link remote: not connected, 0 of 1 connections up ({peer}): connect to {peer}"
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        !body.contains("sessions"),
+        "a tcp link has no sessions:\n{body}"
+    );
+    running.shutdown().await;
 }

@@ -246,7 +246,8 @@ impl UpstreamPool {
         })
     }
 
-    fn last_error(&self) -> String {
+    /// Why no connection is up: the most recent dial or connection error of a slot.
+    pub fn last_error(&self) -> String {
         self.slots
             .iter()
             .find_map(|s| match s.get() {
