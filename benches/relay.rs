@@ -24,6 +24,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "relay/echo.rs"]
 mod echo;
 #[path = "relay/load.rs"]
@@ -34,7 +36,7 @@ mod procstat;
 mod strait;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use load::{Kind, Outcome, Spec};
@@ -135,7 +137,7 @@ impl Opts {
             strait_threads: 1,
             upstream_connections: 1,
             strait: PathBuf::from(env!("CARGO_BIN_EXE_strait")),
-            out: target_dir().join("bench-relay.md"),
+            out: common::target_dir().join("bench-relay.md"),
             direct_only: false,
             filters: Vec::new(),
         };
@@ -200,15 +202,6 @@ fn normalize(s: &str) -> String {
         .collect()
 }
 
-/// `<target>/release/deps/relay-<hash>` → `<target>`.
-fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
-        .filter(|d| d.join("CACHEDIR.TAG").exists())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 /// CPU ticks of the load generator (this process), the echo backend, Strait,
 /// and the whole machine (busy time).
 #[derive(Clone, Copy)]
@@ -233,10 +226,10 @@ struct Measurement {
 
 impl Measurement {
     fn new(outcome: Outcome, before: Sample, after: Sample, tck: u64) -> Self {
-        let loadgen_cpu_s = cpu_delta(before.loadgen, after.loadgen, tck);
-        let echo_cpu_s = cpu_delta(before.echo, after.echo, tck);
-        let strait_cpu_s = cpu_delta(before.strait, after.strait, tck);
-        let other_cpu_s = cpu_delta(before.system, after.system, tck).map(|total| {
+        let loadgen_cpu_s = common::cpu_delta(before.loadgen, after.loadgen, tck);
+        let echo_cpu_s = common::cpu_delta(before.echo, after.echo, tck);
+        let strait_cpu_s = common::cpu_delta(before.strait, after.strait, tck);
+        let other_cpu_s = common::cpu_delta(before.system, after.system, tck).map(|total| {
             (total
                 - loadgen_cpu_s.unwrap_or(0.0)
                 - echo_cpu_s.unwrap_or(0.0)
@@ -253,10 +246,6 @@ impl Measurement {
             strait_log_lines: 0,
         }
     }
-}
-
-fn cpu_delta(before: Option<u64>, after: Option<u64>, tck: u64) -> Option<f64> {
-    Some(after?.saturating_sub(before?) as f64 / tck as f64)
 }
 
 struct Bench {
@@ -334,7 +323,7 @@ fn main() {
         return;
     }
     let opts = Opts::parse();
-    let work_dir = target_dir().join("bench-relay");
+    let work_dir = common::target_dir().join("bench-relay");
     std::fs::create_dir_all(&work_dir).expect("creating target/bench-relay");
     if !opts.direct_only && !opts.strait.exists() {
         panic!("strait binary {:?} not found", opts.strait);
@@ -430,37 +419,6 @@ fn pct_of_core(cpu_s: Option<f64>, o: &Outcome) -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
-fn git_describe() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD",
-        ])
-        .output()
-        .ok()?;
-    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    if s.is_empty() {
-        return None;
-    }
-    // Uncommitted changes in the proxy's sources make the commit id a lie.
-    let dirty = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "status",
-            "--porcelain",
-            "--",
-        ])
-        .args(["src", "Cargo.toml", "Cargo.lock"])
-        .output()
-        .map(|o| !o.stdout.is_empty())
-        .unwrap_or(false);
-    Some(if dirty { format!("{s}-dirty") } else { s })
-}
-
 type Row<'a> = (
     &'a Scenario,
     Result<Measurement, String>,
@@ -480,7 +438,7 @@ fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
          {} client connection(s); load generator {} thread(s), echo backend {} thread(s) \
          (separate processes); {} s window after {} s warmup per run; a bidi \"call\" is one \
          message round trip on a long-lived ping-pong stream.\n",
-        git_describe().unwrap_or_else(|| "?".into()),
+        common::git_describe().unwrap_or_else(|| "?".into()),
         o.strait_threads,
         o.upstream_connections,
         o.connections,

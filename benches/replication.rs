@@ -25,6 +25,8 @@
 // compiled away and leave their `use super::*` unused.
 #![cfg_attr(test, allow(unused_imports))]
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "relay/procstat.rs"]
 mod procstat;
 #[path = "../tests/support/s2s.rs"]
@@ -122,7 +124,7 @@ impl Opts {
             timeout: 180.0,
             quick,
             strait: s2s::strait_bin(),
-            out: target_dir().join("bench-replication.md"),
+            out: common::target_dir().join("bench-replication.md"),
             links: Vec::new(),
         };
         let mut args = args.into_iter();
@@ -169,25 +171,12 @@ impl Opts {
     }
 }
 
-/// `<target>/release/deps/replication-<hash>` → `<target>`.
-fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
-        .filter(|d| d.join("CACHEDIR.TAG").exists())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 /// CPU ticks of the processes of one run, and the machine's busy ticks.
 #[derive(Clone, Copy, Default)]
 struct Ticks {
     strait: [Option<u64>; 2],
     temporal: [Option<u64>; 2],
     system: Option<u64>,
-}
-
-fn delta(before: Option<u64>, after: Option<u64>, tck: u64) -> Option<f64> {
-    Some(after?.saturating_sub(before?) as f64 / tck as f64)
 }
 
 /// One run: fresh clusters (and Strait pair), one measured batch.
@@ -298,7 +287,10 @@ fn run_once(opts: &Opts, link: Link, tck: u64) -> Result<Rep, String> {
     let after = sample();
     let both = |f: fn(&Ticks) -> [Option<u64>; 2]| {
         let (x, y) = (f(&before), f(&after));
-        [delta(x[0], y[0], tck), delta(x[1], y[1], tck)]
+        [
+            common::cpu_delta(x[0], y[0], tck),
+            common::cpu_delta(x[1], y[1], tck),
+        ]
     };
     let rep = Rep {
         workflows: opts.workflows,
@@ -306,7 +298,7 @@ fn run_once(opts: &Opts, link: Link, tck: u64) -> Result<Rep, String> {
         replicated_s: num(&done, "replicated_s").ok_or("no replicated_s")?,
         strait_cpu: both(|t| t.strait),
         temporal_cpu: both(|t| t.temporal),
-        system_cpu: delta(before.system, after.system, tck),
+        system_cpu: common::cpu_delta(before.system, after.system, tck),
         strait_hwm_kib: strait_pids.map(|p| p.and_then(|pid| procstat::status_kib(pid, "VmHWM"))),
         server_version: clusters.a.server_version.clone(),
         setup_s,
@@ -367,36 +359,6 @@ fn fmt_stats(values: &[f64], digits: usize) -> String {
         Some((med, _, _)) => format!("{med:.digits$}"),
         None => "–".into(),
     }
-}
-
-fn git_describe() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD",
-        ])
-        .output()
-        .ok()?;
-    let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    if s.is_empty() {
-        return None;
-    }
-    let dirty = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "status",
-            "--porcelain",
-            "--",
-        ])
-        .args(["src", "Cargo.toml", "Cargo.lock"])
-        .output()
-        .map(|o| !o.stdout.is_empty())
-        .unwrap_or(false);
-    Some(if dirty { format!("{s}-dirty") } else { s })
 }
 
 fn main() {
@@ -486,7 +448,7 @@ fn render(opts: &Opts, results: &Results, took: Duration) -> String {
          (ports moved); their CPU (utime + stime, both processes) is per replicated workflow. \
          \"On B after last start\" is how long B took to count the last workflows after A had \
          acknowledged every start. Median (min–max) over the rounds{}. Whole run: {:.0} s.\n",
-        git_describe().unwrap_or_else(|| "?".into()),
+        common::git_describe().unwrap_or_else(|| "?".into()),
         opts.reps,
         opts.warmup,
         opts.workflows,

@@ -1,0 +1,49 @@
+//! Helpers shared by the bench binaries (included with `#[path]`).
+
+use std::path::{Path, PathBuf};
+
+/// `<target>/release/deps/<bench>-<hash>` → `<target>`.
+pub fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .filter(|d| d.join("CACHEDIR.TAG").exists())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Seconds between two CPU tick readings.
+pub fn cpu_delta(before: Option<u64>, after: Option<u64>, tck: u64) -> Option<f64> {
+    Some(after?.saturating_sub(before?) as f64 / tck as f64)
+}
+
+/// The short commit id, `-dirty` when the proxy's sources have uncommitted changes.
+pub fn git_describe() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
+        .output()
+        .ok()?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    if s.is_empty() {
+        return None;
+    }
+    // Uncommitted changes in the proxy's sources make the commit id a lie.
+    let dirty = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "status",
+            "--porcelain",
+            "--",
+        ])
+        .args(["src", "Cargo.toml", "Cargo.lock"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    Some(if dirty { format!("{s}-dirty") } else { s })
+}
