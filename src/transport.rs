@@ -1,6 +1,7 @@
 //! Bytes in and out: accepting client connections (`listen`), dialing upstreams (`connect`) and the
 //! rustls configurations both use (`tls`). Everything above this layer sees one boxed byte stream.
 
+pub mod coalesce;
 pub mod connect;
 pub mod listen;
 pub mod mux;

@@ -16,6 +16,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::call::relay_call;
 use super::ListenerContext;
 use crate::metrics::RefusalKind;
+use crate::transport::coalesce::Coalescing;
 use crate::transport::listen::Listener;
 use crate::transport::BoxIo;
 
@@ -141,6 +142,7 @@ pub async fn serve_connection(
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let limits = &ctx.limits;
+    let io: BoxIo = Box::new(Coalescing::new(io));
     let handshake = h2::server::Builder::new()
         .initial_window_size(limits.stream_window_bytes)
         .initial_connection_window_size(limits.connection_window_bytes)

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::transport::coalesce::Coalescing;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::uri::{Authority, Scheme};
@@ -372,6 +373,7 @@ impl SlotDriver {
         String,
     > {
         let io = self.connector.connect().await?;
+        let io: crate::transport::BoxIo = Box::new(Coalescing::new(io));
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
