@@ -30,14 +30,15 @@ use crate::rewrite::{status_details, Direction, MessageEditor, RewriteError, Rew
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
 /// Connection-specific headers (RFC 9113 §8.2.2) never forwarded; `te: trailers` is re-added.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "host",
+/// Constants, so that no header name is parsed per call.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::TE,
+    http::header::HOST,
 ];
 
 /// How a call ended, as far as the proxy is concerned.
@@ -205,11 +206,18 @@ async fn relay(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri = Uri::builder()
-        .scheme(ctx.upstream.scheme().clone())
-        .authority(ctx.upstream.authority().clone())
-        .path_and_query(path)
-        .build();
+    // The client's (already parsed) path with the upstream's scheme and authority.
+    let mut uri_parts = http::uri::Parts::default();
+    uri_parts.scheme = Some(ctx.upstream.scheme().clone());
+    uri_parts.authority = Some(ctx.upstream.authority().clone());
+    uri_parts.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let uri = Uri::from_parts(uri_parts);
     let Ok(uri) = uri else {
         let status = Status::new(Code::Internal, format!("invalid request path {path:?}"));
         client.fail(&status);
@@ -621,8 +629,22 @@ async fn relay_response(
 
 /// Drops connection-specific headers; everything else (metadata, `grpc-*`) passes unchanged.
 fn forwardable(mut headers: HeaderMap) -> HeaderMap {
-    for name in HOP_BY_HOP {
-        headers.remove(HeaderName::from_static(name));
+    // One pass over the (few) names instead of a hash lookup per hop-by-hop name: most header
+    // blocks carry none of them, requests only `te`.
+    let mut present = [false; 7];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if any {
+        for (name, present) in HOP_BY_HOP.iter().zip(present) {
+            if present {
+                headers.remove(name);
+            }
+        }
     }
     headers
 }
