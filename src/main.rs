@@ -292,8 +292,15 @@ fn descriptors(command: DescriptorsCommand) -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     strait::telemetry::init(&config.log);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
+    // One worker: the current-thread scheduler. No work stealing, no cross-thread wake-ups, and the
+    // thread that accepts also relays (the multi-thread runtime would keep a second, mostly idle
+    // thread for `block_on`).
+    let mut builder = if config.runtime.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if config.runtime.worker_threads > 1 {
         builder.worker_threads(config.runtime.worker_threads);
     }
     let runtime = match builder.enable_all().build() {

@@ -126,7 +126,9 @@ pub async fn pump_body(
 ) -> Result<BodyEnd, PumpError> {
     let before = decoder.messages();
     let result = match edits.filter(|e| !e.is_empty()) {
-        Some(edits) => pump_messages(src, dst, decoder, counters, edits).await,
+        // Boxed: message mode carries the edit futures (an ACL lookup may call the local cluster),
+        // which would otherwise make every call's task several KiB larger, edits or not.
+        Some(edits) => Box::pin(pump_messages(src, dst, decoder, counters, edits)).await,
         None => pump_inner(src, dst, decoder, counters).await,
     };
     counters.messages.increment(decoder.messages() - before);
