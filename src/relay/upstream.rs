@@ -75,10 +75,13 @@ impl Dialer {
     }
 }
 
-/// Flow-control windows for responses coming from the upstream: large enough that one stream can
-/// carry 64 KiB messages at full speed, bounded so a stalled client caps what we hold.
+/// Flow-control windows for responses coming from the upstream: the stream window is large enough
+/// that one stream can carry 64 KiB messages at full speed, and bounds what a stalled client makes
+/// us hold. The connection window is the protocol maximum so that it never binds first: calls share
+/// the connection, and with a smaller one a few clients that stop reading (each holding a stream
+/// window of unread response) would stall every call on it.
 const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 0x7fff_ffff;
 const MAX_HEADER_LIST: u32 = 64 * 1024;
 /// A connection that stayed up this long is redialled at once when it ends (an upstream restart or
 /// GOAWAY should not cost a backoff delay); shorter-lived ones back off like failed dials.
