@@ -349,6 +349,36 @@ async fn handle(
             }
             let _ = stream.send_trailers(ok_trailers());
         }
+        "Bidi" => {
+            // Bidi echo like Stream, recording a request stream that ends in a reset (a cancel).
+            let Ok(mut stream) = respond.send_response(response_headers(), false) else {
+                return;
+            };
+            let mut buf = BytesMut::new();
+            loop {
+                match body.data().await {
+                    Some(Ok(chunk)) => {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        buf.extend_from_slice(&chunk);
+                        for m in take_messages(&mut buf) {
+                            if send(&mut stream, frame(&m)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(err)) => {
+                        record_reset(
+                            &obs,
+                            &method,
+                            err.reason().unwrap_or(Reason::INTERNAL_ERROR),
+                        );
+                        return;
+                    }
+                    None => break,
+                }
+            }
+            let _ = stream.send_trailers(ok_trailers());
+        }
         _ if obs.replies.lock().unwrap().contains_key(&method)
             || obs.computed.lock().unwrap().contains_key(&method) =>
         {
