@@ -730,7 +730,16 @@ fn main() {
         temporal::http_get(strait.admin_address(), "/readyz"),
         Ok((200, _))
     );
-    let log_lines = strait.log().lines().count();
+    // Strait's own log (warn and above) next to the report: what it said about any failure.
+    let strait_log = strait.log();
+    let log_lines = strait_log.lines().count();
+    let log_path = opts.out.with_extension("strait.log");
+    if let Some(dir) = log_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&log_path, &strait_log) {
+        eprintln!("soak: could not write {}: {e}", log_path.display());
+    }
 
     let report = report(
         &opts, &ctx.stats, &samples, elapsed, stuck, died, ready, log_lines,
@@ -905,8 +914,9 @@ fn report(
     }
     let _ = writeln!(
         out,
-        "\nRun: {:.0} s (load and drain). Strait log lines at warn and above: {log_lines}.\n",
-        elapsed.as_secs_f64()
+        "\nRun: {:.0} s (load and drain). Strait log lines at warn and above: {log_lines} (in {}).\n",
+        elapsed.as_secs_f64(),
+        opts.out.with_extension("strait.log").display()
     );
     let passed = failures.is_empty();
     if passed {
