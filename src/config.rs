@@ -435,6 +435,14 @@ pub struct ListenerLimits {
     /// when set, a call's own longer timeout still wins, so Temporal long polls are never cut short.
     #[serde(default, with = "humantime_serde")]
     pub max_call_duration: Option<Duration>,
+    /// A call that could not send a byte for this long, because the receiving side granted no
+    /// HTTP/2 flow-control window (a client that stopped reading), is failed and its upstream call
+    /// cancelled. Quiet calls are not affected: long polls and idle streams have nothing to send.
+    #[serde(
+        default = "ListenerLimits::default_send_stall_timeout",
+        with = "humantime_serde"
+    )]
+    pub send_stall_timeout: Duration,
 }
 
 impl ListenerLimits {
@@ -468,6 +476,9 @@ impl ListenerLimits {
     fn default_keepalive_timeout() -> Duration {
         Duration::from_secs(20)
     }
+    fn default_send_stall_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
 }
 
 impl Default for ListenerLimits {
@@ -484,6 +495,7 @@ impl Default for ListenerLimits {
             keepalive_interval: Self::default_keepalive_interval(),
             keepalive_timeout: Self::default_keepalive_timeout(),
             max_call_duration: None,
+            send_stall_timeout: Self::default_send_stall_timeout(),
         }
     }
 }
@@ -779,6 +791,12 @@ impl Config {
                     "must be greater than zero when set".into(),
                 );
             }
+            if limits.send_stall_timeout.is_zero() {
+                report(
+                    key("limits.send_stall_timeout"),
+                    "must be greater than zero".into(),
+                );
+            }
         }
 
         let mut connection_names = HashSet::new();
@@ -790,6 +808,12 @@ impl Config {
                 &mut connection_names,
                 &mut report,
             );
+            if connection.limits.send_stall_timeout.is_zero() {
+                report(
+                    key("limits.send_stall_timeout"),
+                    "must be greater than zero".into(),
+                );
+            }
             match connection.local.listen.parse::<SocketAddr>() {
                 Ok(addr) => bound.push((addr, key("local.listen"))),
                 Err(_) => report(
@@ -1025,6 +1049,33 @@ mod tests {
         assert_eq!(config.upstreams[0].connections, 1);
         assert_eq!(config.shutdown.grace, Duration::from_secs(30));
         assert!(config.listeners[0].limits.max_call_duration.is_none());
+        assert_eq!(
+            config.listeners[0].limits.send_stall_timeout,
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn send_stall_timeout_must_be_positive() {
+        let text = MINIMAL.replace(
+            "upstream = \"temporal\"",
+            "upstream = \"temporal\"\nlimits = { send_stall_timeout = \"0s\" }",
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(
+            err.problems()[0].key,
+            "listener[0].limits.send_stall_timeout",
+            "{err}"
+        );
+        let text = MINIMAL.replace(
+            "upstream = \"temporal\"",
+            "upstream = \"temporal\"\nlimits = { send_stall_timeout = \"250ms\" }",
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(
+            config.listeners[0].limits.send_stall_timeout,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

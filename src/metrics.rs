@@ -28,6 +28,11 @@ pub const CONNECTIONS_TOTAL: &str = "strait_connections_total";
 pub const CONNECTIONS_OPEN: &str = "strait_connections_open";
 /// Client connections refused, by listener and reason (limit|handshake|http2).
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "strait_connections_refused_total";
+/// Client connections closed, by listener and reason (see `CloseReason`).
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "strait_connections_closed_total";
+/// Client misbehaviour the HTTP/2 layer answered with GOAWAY, RST_STREAM or a 431, by listener and
+/// kind (see `Violation`).
+pub const PROTOCOL_VIOLATIONS_TOTAL: &str = "strait_protocol_violations_total";
 /// Calls failed by the proxy itself, by listener and reason (see `RelayErrorKind`).
 pub const RELAY_ERRORS_TOTAL: &str = "strait_relay_errors_total";
 /// Fields edited by the rewriter, by listener and kind (namespace|search_attribute|query|utf8_repair).
@@ -97,6 +102,11 @@ fn describe() {
     describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted");
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
     describe_counter!(CONNECTIONS_REFUSED_TOTAL, "Client connections refused");
+    describe_counter!(CONNECTIONS_CLOSED_TOTAL, "Client connections closed");
+    describe_counter!(
+        PROTOCOL_VIOLATIONS_TOTAL,
+        "Client HTTP/2 misbehaviour answered with GOAWAY, RST_STREAM or 431"
+    );
     describe_counter!(RELAY_ERRORS_TOTAL, "Calls failed by the proxy");
     describe_counter!(REWRITE_FIELDS_TOTAL, "Fields edited by the rewriter");
     describe_counter!(
@@ -132,10 +142,11 @@ pub enum RelayErrorKind {
     NotGrpc,
     RewriteFailed,
     PermissionDenied,
+    SendStalled,
 }
 
 impl RelayErrorKind {
-    const ALL: [RelayErrorKind; 8] = [
+    const ALL: [RelayErrorKind; 9] = [
         RelayErrorKind::UpstreamUnavailable,
         RelayErrorKind::UpstreamFailed,
         RelayErrorKind::MessageTooLarge,
@@ -144,6 +155,7 @@ impl RelayErrorKind {
         RelayErrorKind::NotGrpc,
         RelayErrorKind::RewriteFailed,
         RelayErrorKind::PermissionDenied,
+        RelayErrorKind::SendStalled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +168,7 @@ impl RelayErrorKind {
             RelayErrorKind::NotGrpc => "not_grpc",
             RelayErrorKind::RewriteFailed => "rewrite_failed",
             RelayErrorKind::PermissionDenied => "permission_denied",
+            RelayErrorKind::SendStalled => "send_stalled",
         }
     }
 }
@@ -184,6 +197,99 @@ impl RefusalKind {
     }
 }
 
+/// Why a client connection closed: the `reason` label of `strait_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it, went away, or sent GOAWAY.
+    Client,
+    /// No call for `idle_timeout`: Strait sent GOAWAY.
+    Idle,
+    /// No keepalive pong within `keepalive_timeout`.
+    Keepalive,
+    /// Strait's HTTP/2 layer sent GOAWAY with an error (see `strait_protocol_violations_total`).
+    ProtocolError,
+    /// Strait is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 5] = [
+        CloseReason::Client,
+        CloseReason::Idle,
+        CloseReason::Keepalive,
+        CloseReason::ProtocolError,
+        CloseReason::Shutdown,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Idle => "idle",
+            CloseReason::Keepalive => "keepalive",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Client HTTP/2 misbehaviour, as answered by the HTTP/2 layer: the `kind` label of
+/// `strait_protocol_violations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// Streams reset before they were accepted, beyond the limit (CVE-2023-44487): GOAWAY.
+    RapidReset,
+    /// A header block in too many CONTINUATION frames or far over the limit (CVE-2024-27316): GOAWAY.
+    HeaderFlood,
+    /// Too many streams that had to be reset for errors on one connection: GOAWAY.
+    ResetFlood,
+    /// A header list over `max_header_list_bytes`: 431 and RST_STREAM.
+    HeaderListTooLarge,
+    /// A stream beyond `max_concurrent_streams`: RST_STREAM REFUSED_STREAM.
+    RefusedStream,
+    /// Any other HTTP/2 protocol error: GOAWAY or RST_STREAM with its code.
+    ProtocolError,
+}
+
+impl Violation {
+    const ALL: [Violation; 6] = [
+        Violation::RapidReset,
+        Violation::HeaderFlood,
+        Violation::ResetFlood,
+        Violation::HeaderListTooLarge,
+        Violation::RefusedStream,
+        Violation::ProtocolError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Violation::RapidReset => "rapid_reset",
+            Violation::HeaderFlood => "header_flood",
+            Violation::ResetFlood => "reset_flood",
+            Violation::HeaderListTooLarge => "header_list_too_large",
+            Violation::RefusedStream => "refused_stream",
+            Violation::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+/// One listener's violation counters, shared with each of its connections' frame watchers.
+#[derive(Clone)]
+pub struct ViolationCounters([Counter; 6]);
+
+impl ViolationCounters {
+    fn new(listener: &str) -> Self {
+        Self(Violation::ALL.map(|kind| {
+            counter!(PROTOCOL_VIOLATIONS_TOTAL, "listener" => listener.to_owned(), "kind" => kind.as_str())
+        }))
+    }
+
+    pub fn count(&self, violation: Violation) {
+        if let Some(i) = Violation::ALL.iter().position(|v| *v == violation) {
+            self.0[i].increment(1);
+        }
+    }
+}
+
 /// (service, method) labels of a cached `MethodMetrics`.
 type MethodKey = (&'static str, Arc<str>);
 
@@ -197,7 +303,9 @@ pub struct ListenerMetrics {
     pub response_messages: Counter,
     pub connections_total: Counter,
     pub connections_open: Gauge,
-    errors: [Counter; 8],
+    pub violations: ViolationCounters,
+    closed: [Counter; 5],
+    errors: [Counter; 9],
     rewrites: [Counter; 4],
     methods: Mutex<HashMap<MethodKey, Arc<MethodMetrics>>>,
 }
@@ -215,6 +323,9 @@ impl ListenerMetrics {
             response_messages: counter!(MESSAGES_TOTAL, &direction("response")),
             connections_total: counter!(CONNECTIONS_TOTAL, "listener" => l.clone()),
             connections_open: gauge!(CONNECTIONS_OPEN, "listener" => l.clone()),
+            violations: ViolationCounters::new(&l),
+            closed: CloseReason::ALL
+                .map(|reason| counter!(CONNECTIONS_CLOSED_TOTAL, "listener" => l.clone(), "reason" => reason.as_str())),
             errors: RelayErrorKind::ALL
                 .map(|kind| counter!(RELAY_ERRORS_TOTAL, "listener" => l.clone(), "reason" => kind.as_str())),
             rewrites: ["namespace", "search_attribute", "query", "utf8_repair"]
@@ -227,6 +338,12 @@ impl ListenerMetrics {
     pub fn relay_error(&self, kind: RelayErrorKind) {
         if let Some(i) = RelayErrorKind::ALL.iter().position(|k| *k == kind) {
             self.errors[i].increment(1);
+        }
+    }
+
+    pub fn closed(&self, reason: CloseReason) {
+        if let Some(i) = CloseReason::ALL.iter().position(|r| *r == reason) {
+            self.closed[i].increment(1);
         }
     }
 

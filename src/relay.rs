@@ -1,11 +1,12 @@
 //! The HTTP/2 relay: the server side accepting client connections (`server`), one task per call
 //! pumping headers, gRPC messages and trailers both ways (`call`, `pump`), and the pool of HTTP/2
-//! connections to each upstream (`upstream`).
+//! connections to each upstream (`upstream`), and the count of what HTTP/2 refuses clients (`watch`).
 
 pub mod call;
 pub mod pump;
 pub mod server;
 pub mod upstream;
+pub mod watch;
 
 use std::sync::Arc;
 

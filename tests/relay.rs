@@ -862,3 +862,33 @@ async fn several_listeners_each_relay_to_their_own_upstream() {
     }
     assert!(proxy.shutdown().await);
 }
+
+#[tokio::test]
+async fn an_upstream_goaway_moves_new_calls_to_a_new_connection_while_old_calls_finish() {
+    // Servers that limit connection age (Temporal's frontend, after 5 minutes) send a graceful
+    // GOAWAY: calls in flight finish on the old connection, new ones must not fail meanwhile.
+    let (mut backend, proxy, client) = setup("").await;
+    let long = tokio::spawn({
+        let client = client.clone();
+        async move { unary(&client, grpc_request("/test.Echo/Gate"), b"long poll").await }
+    });
+    assert_eq!(backend.next_started().await, "Gate");
+    backend.observed.goaway.notify_waiters();
+    for i in 0..20 {
+        let started = Instant::now();
+        let body = format!("after goaway {i}");
+        let reply = unary(&client, grpc_request("/test.Echo/Unary"), body.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 0, "call {i}: {}", reply.message());
+        assert_eq!(reply.messages[0], Bytes::from(body));
+        assert!(started.elapsed() < Duration::from_secs(2), "call {i}");
+    }
+    assert_eq!(backend.observed.connections.load(Ordering::Relaxed), 2);
+    // The call that was in flight finishes on the old connection.
+    backend.observed.gate.notify_one();
+    let reply = long.await.unwrap().unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    assert_eq!(reply.messages[0], Bytes::from_static(b"long poll"));
+    assert!(proxy.shutdown().await);
+}

@@ -53,6 +53,8 @@ enum CallError {
     Rewrite(Direction, RewriteError),
     Access(Direction, AccessError),
     Deadline(Duration),
+    /// The side written to granted no flow-control window for `send_stall_timeout`.
+    Stalled(Direction, Duration),
 }
 
 /// The rewriting state of one call: which message types are edited each way and the call's
@@ -391,6 +393,7 @@ fn request_error(err: PumpError) -> CallError {
         PumpError::Frame(err) => CallError::RequestFrame(err),
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToUpstream, err),
         PumpError::Access(err) => CallError::Access(Direction::ToUpstream, err),
+        PumpError::Stalled(limit) => CallError::Stalled(Direction::ToUpstream, limit),
     }
 }
 
@@ -403,6 +406,7 @@ fn response_error(err: PumpError) -> CallError {
         PumpError::Frame(err) => CallError::ResponseFrame(err),
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToClient, err),
         PumpError::Access(err) => CallError::Access(Direction::ToClient, err),
+        PumpError::Stalled(limit) => CallError::Stalled(Direction::ToClient, limit),
     }
 }
 
@@ -518,6 +522,27 @@ fn fail_call(
                 warn!(error = %err, side, "message could not be checked; call failed");
             }
             let status = Status::new(code, err.to_string());
+            client.fail(&status);
+            status.code
+        }
+        CallError::Stalled(direction, limit) => {
+            ctx.metrics.relay_error(RelayErrorKind::SendStalled);
+            upstream_send.send_reset(Reason::CANCEL);
+            // Trailers are not flow-controlled, so even a client that reads nothing gets the status.
+            let status = match direction {
+                Direction::ToClient => Status::new(
+                    Code::ResourceExhausted,
+                    format!("the client read nothing of the response for {limit:?} (no HTTP/2 window; send_stall_timeout): call ended by the proxy"),
+                ),
+                Direction::ToUpstream => Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "upstream {:?} read nothing of the request for {limit:?} (no HTTP/2 window; send_stall_timeout)",
+                        ctx.upstream.name()
+                    ),
+                ),
+            };
+            warn!(message = %status.message, "call stalled; ended");
             client.fail(&status);
             status.code
         }

@@ -6,6 +6,7 @@
 
 use std::future::poll_fn;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
@@ -33,6 +34,15 @@ pub enum PumpError {
     Rewrite(RewriteError),
     /// A message the access policy refused, or could not judge (it is not forwarded).
     Access(AccessError),
+    /// The receiving peer granted no flow-control window for this long.
+    Stalled(Duration),
+}
+
+tokio::task_local! {
+    /// How long `send_all` waits for flow-control window: the listener's `send_stall_timeout`, set
+    /// by the server around each call's task. A task-local keeps it off the per-chunk signatures;
+    /// where it is not set, the wait is unbounded.
+    pub static SEND_STALL_TIMEOUT: Duration;
 }
 
 /// A direction whose messages are handled one by one, in this order: the namespace guard (checks
@@ -330,7 +340,7 @@ pub async fn send_all(
         dst.reserve_capacity(chunk.len());
         let mut available = dst.capacity();
         if available == 0 {
-            available = poll_fn(|cx| {
+            let wait = poll_fn(|cx| {
                 loop {
                     match dst.poll_capacity(cx) {
                         Poll::Ready(Some(Ok(0))) => continue,
@@ -338,8 +348,14 @@ pub async fn send_all(
                         Poll::Ready(Some(Err(err))) => {
                             return Poll::Ready(Err(PumpError::Dst(err)))
                         }
+                        // The stream can take no more data: the reason (a reset, or the whole
+                        // connection failing) is what `poll_reset` reports.
                         Poll::Ready(None) => {
-                            return Poll::Ready(Err(PumpError::DstReset(Reason::STREAM_CLOSED)))
+                            return Poll::Ready(Err(match dst.poll_reset(cx) {
+                                Poll::Ready(Ok(reason)) => PumpError::DstReset(reason),
+                                Poll::Ready(Err(err)) => PumpError::Dst(err),
+                                Poll::Pending => PumpError::DstReset(Reason::STREAM_CLOSED),
+                            }))
                         }
                         Poll::Pending => break,
                     }
@@ -349,8 +365,15 @@ pub async fn send_all(
                     Poll::Ready(Err(err)) => Poll::Ready(Err(PumpError::Dst(err))),
                     Poll::Pending => Poll::Pending,
                 }
-            })
-            .await?;
+            });
+            // A peer that never grants window (e.g. a client advertising a zero window) would
+            // otherwise hold the call, and what the other side already sent, forever.
+            available = match SEND_STALL_TIMEOUT.try_with(|limit| *limit) {
+                Ok(limit) => tokio::time::timeout(limit, wait)
+                    .await
+                    .map_err(|_| PumpError::Stalled(limit))??,
+                Err(_) => wait.await?,
+            };
         }
         let part = chunk.split_to(available.min(chunk.len()));
         dst.send_data(part, end && chunk.is_empty())

@@ -14,8 +14,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::call::relay_call;
+use super::pump::SEND_STALL_TIMEOUT;
+use super::watch::{ConnWatch, Watched};
 use super::ListenerContext;
-use crate::metrics::RefusalKind;
+use crate::metrics::{CloseReason, RefusalKind};
 use crate::transport::coalesce::Coalescing;
 use crate::transport::listen::Listener;
 use crate::transport::BoxIo;
@@ -142,7 +144,9 @@ pub async fn serve_connection(
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let limits = &ctx.limits;
-    let io: BoxIo = Box::new(Coalescing::new(io));
+    let watch = ConnWatch::new(ctx.metrics.violations.clone());
+    // The watch reads what h2 writes; coalescing batches it before it reaches the socket.
+    let io = Coalescing::new(Watched::new(io, Arc::clone(&watch)));
     let handshake = h2::server::Builder::new()
         .initial_window_size(limits.stream_window_bytes)
         .initial_connection_window_size(limits.connection_window_bytes)
@@ -182,13 +186,15 @@ pub async fn serve_connection(
     tokio::pin!(keepalive);
     let mut awaiting_pong = false;
     let mut draining = false;
-    loop {
+    // Why the connection is closing, once Strait has started closing it.
+    let mut closing = None;
+    let reason = loop {
         tokio::select! {
             () = &mut keepalive => {
                 if awaiting_pong {
                     debug!(timeout = ?limits.keepalive_timeout, "no keepalive pong; closing connection");
                     connection.abrupt_shutdown(h2::Reason::NO_ERROR);
-                    break;
+                    break CloseReason::Keepalive;
                 }
                 if let Some(pinger) = ping_pong.as_mut() {
                     awaiting_pong = pinger.send_ping(h2::Ping::opaque()).is_ok();
@@ -202,20 +208,23 @@ pub async fn serve_connection(
             }), if awaiting_pong => {
                 awaiting_pong = false;
                 if pong.is_err() {
-                    break;
+                    break closing.unwrap_or(CloseReason::Client);
                 }
                 keepalive.as_mut().reset((Instant::now() + limits.keepalive_interval).into());
             }
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
+                    watch.accepted(respond.stream_id());
                     activity.open.fetch_add(1, Ordering::AcqRel);
                     let ctx = Arc::clone(&ctx);
                     let activity = Arc::clone(&activity);
                     let span = tracing::debug_span!("rpc", method = %request.uri().path());
+                    let stall = ctx.limits.send_stall_timeout;
                     // Boxed: the call's future is several KiB, and tokio moves an unboxed one
                     // into its task cell and back out on completion (memcpy was 18% of the
                     // proxy's instructions on small unary calls).
-                    tokio::spawn(Box::pin(
+                    tokio::spawn(Box::pin(SEND_STALL_TIMEOUT.scope(
+                        stall,
                         async move {
                             relay_call(ctx, request, respond).await;
                             let now = activity.since.elapsed().as_millis() as u64;
@@ -223,31 +232,35 @@ pub async fn serve_connection(
                             activity.open.fetch_sub(1, Ordering::AcqRel);
                         }
                         .instrument(span),
-                    ));
+                    )));
                 }
                 Some(Err(err)) => {
-                    if err.is_io() || err.is_go_away() {
-                        debug!(error = %err, "connection ended");
-                    } else {
+                    // h2 found the client at fault and sent GOAWAY with an error (counted by kind in
+                    // `watch`); anything else is the client going away.
+                    if err.is_go_away() && err.is_library() {
                         debug!(error = %err, "HTTP/2 protocol error from client");
+                        break CloseReason::ProtocolError;
                     }
-                    break;
+                    debug!(error = %err, "connection ended");
+                    break closing.unwrap_or(CloseReason::Client);
                 }
-                None => break,
+                None => break closing.unwrap_or(CloseReason::Client),
             },
             _ = lifecycle.drain.cancelled(), if !draining => {
                 draining = true;
+                closing = Some(CloseReason::Shutdown);
                 connection.graceful_shutdown();
             }
             _ = lifecycle.abort.cancelled() => {
                 connection.abrupt_shutdown(h2::Reason::NO_ERROR);
-                break;
+                break CloseReason::Shutdown;
             }
             () = &mut idle, if !draining => {
                 match activity.idle_for() {
                     Some(idle_for) if idle_for >= idle_timeout => {
                         debug!(?idle_for, "idle connection; sending GOAWAY");
                         draining = true;
+                        closing = Some(CloseReason::Idle);
                         connection.graceful_shutdown();
                     }
                     Some(idle_for) => idle.as_mut().reset((Instant::now() + idle_timeout - idle_for).into()),
@@ -255,6 +268,7 @@ pub async fn serve_connection(
                 }
             }
         }
-    }
+    };
+    ctx.metrics.closed(reason);
     ctx.metrics.connections_open.decrement(1.0);
 }

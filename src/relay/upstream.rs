@@ -76,10 +76,13 @@ impl Dialer {
     }
 }
 
-/// Flow-control windows for responses coming from the upstream: large enough that one stream can
-/// carry 64 KiB messages at full speed, bounded so a stalled client caps what we hold.
+/// Flow-control windows for responses coming from the upstream: the stream window is large enough
+/// that one stream can carry 64 KiB messages at full speed, and bounds what a stalled client makes
+/// us hold. The connection window is the protocol maximum so that it never binds first: calls share
+/// the connection, and with a smaller one a few clients that stop reading (each holding a stream
+/// window of unread response) would stall every call on it.
 const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 0x7fff_ffff;
 const MAX_HEADER_LIST: u32 = 64 * 1024;
 /// A connection that stayed up this long is redialled at once when it ends (an upstream restart or
 /// GOAWAY should not cost a backoff delay); shorter-lived ones back off like failed dials.
@@ -97,15 +100,43 @@ pub enum UpstreamError {
 
 #[derive(Clone)]
 enum SlotState {
-    Connecting { last_error: Option<Arc<str>> },
-    Ready(SendRequest<Bytes>),
+    Connecting {
+        last_error: Option<Arc<str>>,
+    },
+    /// A connection taking new streams, and which of the slot's connections it is.
+    Ready(SendRequest<Bytes>, u64),
 }
 
 struct Slot {
     state: Mutex<SlotState>,
+    /// Wakes the slot's driver when a call found its connection refusing new streams: after a
+    /// GOAWAY (servers that limit connection age send one, e.g. Temporal's frontend after 5
+    /// minutes) h2 keeps the connection for the calls in flight but opens no stream on it.
+    retired: Notify,
 }
 
 impl Slot {
+    /// Takes connection `generation` out of use, if it is still the slot's, and wakes the driver.
+    fn retire(&self, generation: u64, reason: String) {
+        {
+            let mut state = match self.state.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if !matches!(*state, SlotState::Ready(_, g) if g == generation) {
+                return;
+            }
+            *state = SlotState::Connecting {
+                last_error: Some(Arc::from(reason)),
+            };
+        }
+        self.retired.notify_one();
+    }
+
+    fn is_ready(&self, generation: u64) -> bool {
+        matches!(self.get(), SlotState::Ready(_, g) if g == generation)
+    }
+
     fn set(&self, state: SlotState) {
         match self.state.lock() {
             Ok(mut guard) => *guard = state,
@@ -178,6 +209,7 @@ impl UpstreamPool {
             .map(|_| {
                 Arc::new(Slot {
                     state: Mutex::new(SlotState::Connecting { last_error: None }),
+                    retired: Notify::new(),
                 })
             })
             .collect();
@@ -199,6 +231,7 @@ impl UpstreamPool {
                 connector: connector.clone(),
                 config: config.clone(),
                 stop: stop.clone(),
+                tracker: tracker.clone(),
             };
             let span = tracing::info_span!("upstream", name = %config.name, slot = index);
             tracker.spawn(driver.run().instrument(span));
@@ -230,7 +263,7 @@ impl UpstreamPool {
     pub fn connected(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| matches!(s.get(), SlotState::Ready(_)))
+            .filter(|s| matches!(s.get(), SlotState::Ready(..)))
             .count()
     }
 
@@ -238,12 +271,15 @@ impl UpstreamPool {
         self.slots.len()
     }
 
-    fn try_ready(&self) -> Option<SendRequest<Bytes>> {
+    fn try_ready(&self) -> Option<(&Slot, u64, SendRequest<Bytes>)> {
         let n = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).find_map(|i| match self.slots[(start + i) % n].get() {
-            SlotState::Ready(send) => Some(send),
-            SlotState::Connecting { .. } => None,
+        (0..n).find_map(|i| {
+            let slot = &self.slots[(start + i) % n];
+            match slot.get() {
+                SlotState::Ready(send, generation) => Some((&**slot, generation, send)),
+                SlotState::Connecting { .. } => None,
+            }
         })
     }
 
@@ -266,14 +302,15 @@ impl UpstreamPool {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(send) = self.try_ready() {
+            if let Some((slot, generation, send)) = self.try_ready() {
                 // `ready` waits while the connection is at its concurrent-stream limit.
                 let ready = tokio::time::timeout_at(deadline.into(), send.ready()).await;
                 match ready {
                     Ok(Ok(send)) => return Ok(send),
                     Ok(Err(err)) => {
-                        debug!(error = %err, "upstream connection unusable; trying another");
-                        // The slot task notices the failure and redials; wait for a change.
+                        debug!(error = %err, "upstream connection takes no new calls; redialling");
+                        // The slot's driver dials a replacement at once; wait for it.
+                        slot.retire(generation, format!("connection closing: {err}"));
                     }
                     Err(_) => {
                         return Err(
@@ -307,6 +344,8 @@ struct SlotDriver {
     connector: Dialer,
     config: UpstreamConfig,
     stop: CancellationToken,
+    /// Where retired connections finish their calls.
+    tracker: TaskTracker,
 }
 
 impl SlotDriver {
@@ -314,6 +353,7 @@ impl SlotDriver {
         let open = metrics::upstream_connections_open(&self.upstream);
         let connect_errors = metrics::upstream_connect_errors(&self.upstream);
         let mut backoff = self.config.backoff_initial;
+        let mut generation = 0u64;
         loop {
             let epoch = self.connector.link_epoch();
             let attempt = tokio::select! {
@@ -323,11 +363,12 @@ impl SlotDriver {
             match attempt {
                 Ok((send, connection)) => {
                     info!(address = %self.connector.address(), "upstream connected");
-                    self.slot.set(SlotState::Ready(send));
+                    generation += 1;
+                    self.slot.set(SlotState::Ready(send, generation));
                     self.changed.notify_waiters();
                     open.increment(1.0);
                     let since = Instant::now();
-                    let ended = self.drive(connection).await;
+                    let ended = self.drive(connection, generation).await;
                     open.decrement(1.0);
                     let reason: Arc<str> = Arc::from(format!("connection lost: {ended}"));
                     self.slot.set(SlotState::Connecting {
@@ -393,13 +434,14 @@ impl SlotDriver {
         }
     }
 
-    /// Drives the connection until it ends, pinging when idle; returns why it ended.
+    /// Drives the connection until it ends or is retired, pinging when idle; returns why.
     async fn drive(
         &self,
         mut connection: h2::client::Connection<crate::transport::BoxIo, Bytes>,
+        generation: u64,
     ) -> String {
         let mut ping_pong = connection.ping_pong();
-        tokio::pin!(connection);
+        let mut connection = Box::pin(connection);
         loop {
             tokio::select! {
                 result = &mut connection => {
@@ -409,6 +451,21 @@ impl SlotDriver {
                     };
                 }
                 _ = self.stop.cancelled() => return "proxy stopping".to_owned(),
+                () = self.slot.retired.notified() => {
+                    if self.slot.is_ready(generation) {
+                        continue; // meant for an earlier connection of this slot
+                    }
+                    // Calls in flight finish on the old connection; new ones get a new one.
+                    let stop = self.stop.clone();
+                    self.tracker.spawn(async move {
+                        tokio::select! {
+                            _ = connection => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    });
+                    return "it takes no new calls (GOAWAY); its calls finish in the background"
+                        .to_owned();
+                }
                 _ = tokio::time::sleep(self.config.keepalive_interval) => {
                     let Some(pinger) = ping_pong.as_mut() else { continue };
                     let ping = tokio::time::timeout(self.config.keepalive_timeout, pinger.ping(h2::Ping::opaque()));

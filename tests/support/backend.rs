@@ -26,6 +26,11 @@ pub struct Observed {
     started_tx: Mutex<Option<mpsc::UnboundedSender<String>>>,
     reset_tx: Mutex<Option<mpsc::UnboundedSender<(String, Reason)>>>,
     pub gate: Notify,
+    /// Notified (notify_waiters), every connection open now gets a graceful GOAWAY, as a server
+    /// that limits connection age sends (Temporal's frontend: after 5 minutes).
+    pub goaway: Notify,
+    /// Connections accepted so far.
+    pub connections: AtomicU64,
     /// Request messages (raw wire bytes, compressed flag stripped) by method name (the last call).
     pub bodies: Mutex<HashMap<String, Vec<Bytes>>>,
     /// Canned replies by method name: response messages and trailers (or, with no messages and
@@ -103,7 +108,20 @@ impl Backend {
                     let Ok(mut conn) = h2::server::handshake(stream).await else {
                         return;
                     };
-                    while let Some(accepted) = conn.accept().await {
+                    obs.connections.fetch_add(1, Ordering::Relaxed);
+                    let mut closing = false;
+                    loop {
+                        let accepted = tokio::select! {
+                            accepted = conn.accept() => accepted,
+                            _ = obs.goaway.notified(), if !closing => {
+                                closing = true;
+                                conn.graceful_shutdown();
+                                continue;
+                            }
+                        };
+                        let Some(accepted) = accepted else {
+                            break;
+                        };
                         let Ok((request, respond)) = accepted else {
                             eprintln!("backend connection error: {accepted:?}");
                             break;
@@ -345,6 +363,36 @@ async fn handle(
                     if send(&mut stream, frame(&m)).await.is_err() {
                         return;
                     }
+                }
+            }
+            let _ = stream.send_trailers(ok_trailers());
+        }
+        "Bidi" => {
+            // Bidi echo like Stream, recording a request stream that ends in a reset (a cancel).
+            let Ok(mut stream) = respond.send_response(response_headers(), false) else {
+                return;
+            };
+            let mut buf = BytesMut::new();
+            loop {
+                match body.data().await {
+                    Some(Ok(chunk)) => {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        buf.extend_from_slice(&chunk);
+                        for m in take_messages(&mut buf) {
+                            if send(&mut stream, frame(&m)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(err)) => {
+                        record_reset(
+                            &obs,
+                            &method,
+                            err.reason().unwrap_or(Reason::INTERNAL_ERROR),
+                        );
+                        return;
+                    }
+                    None => break,
                 }
             }
             let _ = stream.send_trailers(ok_trailers());

@@ -620,6 +620,19 @@ upstream = "temporal"
     /// ports if a start attempt loses a port race). The listener at `listen` should be named
     /// `clients`, which [`Strait::calls`] reads.
     pub fn start_config(make_config: impl Fn(SocketAddr, SocketAddr) -> String) -> Self {
+        Self::start_config_until(make_config, "/readyz")
+    }
+
+    /// Like [`Strait::start_config`], waiting only for `/livez`: for an upstream that is not
+    /// expected to be up.
+    pub fn start_config_live(make_config: impl Fn(SocketAddr, SocketAddr) -> String) -> Self {
+        Self::start_config_until(make_config, "/livez")
+    }
+
+    fn start_config_until(
+        make_config: impl Fn(SocketAddr, SocketAddr) -> String,
+        check: &str,
+    ) -> Self {
         let dir = TempDir::new("strait");
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
@@ -642,7 +655,7 @@ upstream = "temporal"
                 .process_group(0)
                 .spawn()
                 .expect("spawn strait");
-            match wait_strait(&mut child, admin) {
+            match wait_strait(&mut child, admin, check) {
                 Ok(()) => {
                     return Strait {
                         child,
@@ -718,17 +731,17 @@ upstream = "temporal"
     }
 }
 
-fn wait_strait(child: &mut Child, admin: SocketAddr) -> Result<(), String> {
+fn wait_strait(child: &mut Child, admin: SocketAddr, check: &str) -> Result<(), String> {
     let deadline = Instant::now() + STRAIT_READY;
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("strait exited during start-up: {status}"));
         }
-        match http_get(admin, "/readyz") {
+        match http_get(admin, check) {
             Ok((200, _)) => return Ok(()),
-            Ok((code, body)) => last = format!("/readyz answered {code}: {body}"),
-            Err(e) => last = format!("/readyz: {e}"),
+            Ok((code, body)) => last = format!("{check} answered {code}: {body}"),
+            Err(e) => last = format!("{check}: {e}"),
         }
         thread::sleep(POLL);
     }
