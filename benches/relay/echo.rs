@@ -15,17 +15,34 @@
 //! (same framing, same bytes) without re-buffering, so a unary call gets one
 //! message + trailers and a bidi stream gets each message back as soon as it
 //! has been received. No per-message parsing keeps the backend as cheap as
-//! possible, so that it is not the bottleneck of the direct runs.
+//! possible, so that it is not the bottleneck of the direct runs. The only
+//! look at the bytes is a comparison of a message's first bytes with
+//! [`UPSTREAM_NAMESPACE`], counting messages a translating proxy renamed;
+//! [`STATS_PATH`] reports that count.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::h2cfg;
+
+/// The namespace every bench message carries (`EchoMessage.namespace`).
+pub const CLIENT_NAMESPACE: &str = "bench";
+/// What a translating proxy renames [`CLIENT_NAMESPACE`] to on the way
+/// upstream (and back on the way down).
+pub const UPSTREAM_NAMESPACE: &str = "bench-upstream";
+/// A request to this path is not echoed: the backend answers with the number
+/// of messages it has received that carried [`UPSTREAM_NAMESPACE`] (decimal
+/// ASCII), which proves a translating proxy really rewrote the requests.
+pub const STATS_PATH: &str = "/strait.bench.v1.BenchControl/Stats";
+
+/// Messages received whose namespace field was [`UPSTREAM_NAMESPACE`].
+static TRANSLATED: AtomicU64 = AtomicU64::new(0);
 
 /// Environment variable that turns the bench binary into the echo backend.
 pub const ROLE_ENV: &str = "STRAIT_BENCH_RELAY_ROLE";
@@ -137,10 +154,24 @@ async fn serve_connection(sock: TcpStream) {
     }
 }
 
+/// Whether a DATA chunk starts a gRPC message whose first field is the
+/// namespace string [`UPSTREAM_NAMESPACE`] (`EchoMessage.namespace`, field 1).
+/// The load generator keeps one message in flight per stream, so a message
+/// starts at a chunk boundary.
+fn carries_upstream_namespace(chunk: &[u8]) -> bool {
+    let ns = UPSTREAM_NAMESPACE.as_bytes();
+    chunk.len() >= 7 + ns.len()
+        && chunk[0] == 0
+        && chunk[5] == 0x0a
+        && usize::from(chunk[6]) == ns.len()
+        && &chunk[7..7 + ns.len()] == ns
+}
+
 async fn echo_stream(
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
 ) {
+    let stats = request.uri().path() == STATS_PATH;
     let mut body = request.into_body();
     let mut response = Response::new(());
     response
@@ -149,6 +180,14 @@ async fn echo_stream(
     let Ok(mut send) = respond.send_response(response, false) else {
         return;
     };
+    if stats {
+        let count = TRANSLATED.load(Ordering::Relaxed).to_string();
+        let _ = send.send_data(Bytes::from(count), false);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let _ = send.send_trailers(trailers);
+        return;
+    }
     while let Some(chunk) = body.data().await {
         let Ok(chunk) = chunk else {
             // Client reset / connection error: nothing to answer.
@@ -162,6 +201,9 @@ async fn echo_stream(
             continue;
         }
         let _ = body.flow_control().release_capacity(chunk.len());
+        if carries_upstream_namespace(&chunk) {
+            TRANSLATED.fetch_add(1, Ordering::Relaxed);
+        }
         // Unbounded h2 send buffering is fine: every client keeps at most
         // one message per stream in flight.
         if send.send_data(chunk, false).is_err() {
