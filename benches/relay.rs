@@ -546,11 +546,7 @@ fn main() {
     );
     let descriptors = work_dir.join("bench-descriptors.binpb");
     peers::write_descriptor_set(&descriptors).expect("writing the bench descriptor set");
-    let settings = peers::Settings {
-        strait_threads: opts.strait_threads,
-        upstream_connections: opts.upstream_connections,
-        descriptors,
-    };
+    let settings = peers::Settings::new(opts.strait_threads, opts.upstream_connections, descriptors);
     for v in bins.versions() {
         eprintln!("relay bench: {v}");
     }

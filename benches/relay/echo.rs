@@ -154,17 +154,57 @@ async fn serve_connection(sock: TcpStream) {
     }
 }
 
-/// Whether a DATA chunk starts a gRPC message whose first field is the
-/// namespace string [`UPSTREAM_NAMESPACE`] (`EchoMessage.namespace`, field 1).
-/// The load generator keeps one message in flight per stream, so a message
-/// starts at a chunk boundary.
-fn carries_upstream_namespace(chunk: &[u8]) -> bool {
-    let ns = UPSTREAM_NAMESPACE.as_bytes();
-    chunk.len() >= 7 + ns.len()
-        && chunk[0] == 0
-        && chunk[5] == 0x0a
-        && usize::from(chunk[6]) == ns.len()
-        && &chunk[7..7 + ns.len()] == ns
+/// Follows the gRPC messages of one request body across DATA chunks (a
+/// proxy may split a message anywhere) and counts those whose first field is
+/// the namespace string [`UPSTREAM_NAMESPACE`] (`EchoMessage.namespace`,
+/// field 1). Only the first bytes of each message are looked at; the rest is
+/// skipped by length.
+#[derive(Default)]
+struct NamespaceScanner {
+    /// The first bytes of the current message (5-byte prefix + up to
+    /// [`Self::PEEK`] body bytes).
+    head: Vec<u8>,
+    /// Bytes of the current message still to skip.
+    skip: usize,
+}
+
+impl NamespaceScanner {
+    /// Body bytes needed to recognise the namespace field.
+    const PEEK: usize = 2 + UPSTREAM_NAMESPACE.len();
+
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut found = 0;
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let body_len = (self.head.len() >= 5).then(|| {
+                u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]])
+                    as usize
+            });
+            let want = 5 + body_len.map_or(0, |l| l.min(Self::PEEK));
+            let n = (want - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if let Some(len) = body_len.filter(|_| self.head.len() == want) {
+                let ns = UPSTREAM_NAMESPACE.as_bytes();
+                let body = &self.head[5..];
+                if body.len() == Self::PEEK
+                    && body[0] == 0x0a
+                    && usize::from(body[1]) == ns.len()
+                    && &body[2..] == ns
+                {
+                    found += 1;
+                }
+                self.skip = len - body.len();
+                self.head.clear();
+            }
+        }
+        found
+    }
 }
 
 async fn echo_stream(
@@ -173,6 +213,7 @@ async fn echo_stream(
 ) {
     let stats = request.uri().path() == STATS_PATH;
     let mut body = request.into_body();
+    let mut scanner = NamespaceScanner::default();
     let mut response = Response::new(());
     response
         .headers_mut()
@@ -201,8 +242,9 @@ async fn echo_stream(
             continue;
         }
         let _ = body.flow_control().release_capacity(chunk.len());
-        if carries_upstream_namespace(&chunk) {
-            TRANSLATED.fetch_add(1, Ordering::Relaxed);
+        let found = scanner.feed(&chunk);
+        if found > 0 {
+            TRANSLATED.fetch_add(found, Ordering::Relaxed);
         }
         // Unbounded h2 send buffering is fine: every client keeps at most
         // one message per stream in flight.
