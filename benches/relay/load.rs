@@ -612,9 +612,12 @@ pub fn echo_translated_count(rt: &Runtime, echo: SocketAddr) -> Result<u64, Stri
                 .map_err(|e| format!("uri: {e}"))?;
             let (mut sender, driver) = connect(echo).await?;
             let result = async {
-                let (response, mut tx) = open_stream(&mut sender, &uri).await?;
-                tx.send_data(Bytes::new(), true)
-                    .map_err(|e| format!("send_data: {e}"))?;
+                // No request body: the backend answers at once, without
+                // reading one.
+                ready(&mut sender).await?;
+                let (response, _) = sender
+                    .send_request(grpc_request(&uri), true)
+                    .map_err(|e| format!("send_request: {e}"))?;
                 let resp = response.await.map_err(|e| format!("response: {e}"))?;
                 let mut body = resp.into_body();
                 let mut text = Vec::new();
