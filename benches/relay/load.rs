@@ -304,7 +304,7 @@ async fn ready(sender: &mut SendRequest<Bytes>) -> Result<(), String> {
         .map_err(|e| format!("poll_ready: {e}"))
 }
 
-async fn open_stream(
+pub async fn open_stream(
     sender: &mut SendRequest<Bytes>,
     uri: &Uri,
 ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), String> {
@@ -314,7 +314,7 @@ async fn open_stream(
         .map_err(|e| format!("send_request: {e}"))
 }
 
-fn check_head(resp: &http::Response<RecvStream>) -> Result<(), String> {
+pub fn check_head(resp: &http::Response<RecvStream>) -> Result<(), String> {
     if resp.status() != http::StatusCode::OK {
         return Err(format!("response :status {}", resp.status()));
     }
@@ -327,7 +327,7 @@ fn check_head(resp: &http::Response<RecvStream>) -> Result<(), String> {
 
 /// Reads exactly `expected.len()` echoed bytes and compares them as they
 /// arrive (no copy), releasing flow-control capacity.
-async fn recv_echo(body: &mut RecvStream, expected: &[u8]) -> Result<(), String> {
+pub async fn recv_echo(body: &mut RecvStream, expected: &[u8]) -> Result<(), String> {
     let mut matched = 0;
     while matched < expected.len() {
         let chunk = match body.data().await {
@@ -356,7 +356,7 @@ async fn recv_echo(body: &mut RecvStream, expected: &[u8]) -> Result<(), String>
 
 /// After the last message: the body must end without more data and carry
 /// `grpc-status: 0` in its trailers.
-async fn recv_end(body: &mut RecvStream) -> Result<(), String> {
+pub async fn recv_end(body: &mut RecvStream) -> Result<(), String> {
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| format!("response body: {e}"))?;
         if !chunk.is_empty() {
