@@ -75,6 +75,8 @@ memory bench: cargo bench --bench memory -- [OPTIONS]
   --connections N        idle client connections per round (default 10000)
   --streams N            concurrently open bidi streams (default 1000)
   --stream-connections K connections carrying the streams (default 10)
+  --rounds R             rounds of opening and closing the idle connections
+                         (default 3)
   --open-parallelism P   connections being opened at once (default 64)
   --client-threads N     load generator tokio workers (default 2)
   --strait-threads N     Strait [runtime] worker_threads (default 1)
@@ -98,6 +100,7 @@ struct Opts {
     streams: usize,
     stream_connections: usize,
     open_parallelism: usize,
+    rounds: usize,
     client_threads: usize,
     strait_threads: usize,
     strait: PathBuf,
@@ -115,6 +118,7 @@ impl Opts {
             streams: 1_000,
             stream_connections: 10,
             open_parallelism: 64,
+            rounds: 3,
             client_threads: 2,
             strait_threads: 1,
             strait: PathBuf::from(env!("CARGO_BIN_EXE_strait")),
@@ -154,6 +158,7 @@ impl Opts {
                 "--connections" => opts.connections = num(&flag, value(&flag)),
                 "--streams" => opts.streams = num(&flag, value(&flag)),
                 "--stream-connections" => opts.stream_connections = num(&flag, value(&flag)),
+                "--rounds" => opts.rounds = num(&flag, value(&flag)),
                 "--open-parallelism" => opts.open_parallelism = num(&flag, value(&flag)),
                 "--client-threads" => opts.client_threads = num(&flag, value(&flag)),
                 "--strait-threads" => opts.strait_threads = num(&flag, value(&flag)),
@@ -445,18 +450,26 @@ impl OpenStreams {
 /// One proxy's results. RSS values in KiB.
 #[derive(Default)]
 struct RowResult {
+    /// Idle-connection process: RSS once ready.
     baseline: Option<u64>,
-    conns1: Option<u64>,
-    conns1_closed: Option<u64>,
-    stream_conns: Option<u64>,
-    streams: Option<u64>,
-    streams_closed: Option<u64>,
-    conns2: Option<u64>,
-    conns2_closed: Option<u64>,
-    hwm: Option<u64>,
+    /// Per round: RSS with the connections open, RSS after closing them.
+    rounds: Vec<(Option<u64>, Option<u64>)>,
+    idle_hwm: Option<u64>,
+    /// Strait only: `strait_runtime_alive_tasks` at the baseline and after
+    /// each round, and `strait_connections_open` after each round.
+    tasks: Vec<Option<f64>>,
+    conns_open_after: Vec<Option<f64>>,
     /// Proxy fds with the idle connections open / after closing them.
     fds_open: Option<usize>,
     fds_closed: Option<usize>,
+    /// Stream process: RSS once ready, with the stream connections, with
+    /// the streams open, after closing everything.
+    streams_baseline: Option<u64>,
+    stream_conns: Option<u64>,
+    streams: Option<u64>,
+    streams_closed: Option<u64>,
+    streams_hwm: Option<u64>,
+    stream_fds: Option<usize>,
     failures: Vec<String>,
 }
 
@@ -502,35 +515,50 @@ impl Bench {
         }
     }
 
-    fn run(&self, peer: Peer) -> Result<RowResult, String> {
+    fn start(&self, peer: Peer, tag: &str) -> Result<ProxyProcess, String> {
         let bin = self.bins.get(peer).ok_or("not installed")?;
-        let proxy = ProxyProcess::start(
+        ProxyProcess::start(
             &self.rt,
             peer,
             bin,
             &self.work_dir,
-            "memory",
+            tag,
             self.echo.addr,
             &self.settings,
-        )?;
+        )
+    }
+
+    fn run(&self, peer: Peer) -> Result<RowResult, String> {
+        let mut r = RowResult::default();
+        self.idle_rounds(peer, &mut r)?;
+        self.open_streams(peer, &mut r)?;
+        Ok(r)
+    }
+
+    /// A fresh proxy: `--rounds` rounds of opening the idle connections,
+    /// reading RSS, checking they answer, and closing them.
+    fn idle_rounds(&self, peer: Peer, r: &mut RowResult) -> Result<(), String> {
+        let proxy = self.start(peer, "idle")?;
         let pid = proxy.pid();
-        let target = proxy.listen;
         let n = self.opts.connections;
-        let mut r = RowResult {
-            baseline: self.quiet_rss(pid),
-            ..RowResult::default()
-        };
+        r.baseline = self.quiet_rss(pid);
+        let metric = |name: &str| proxy.admin.and_then(|a| peers::metric_sum(a, name));
+        r.tasks.push(metric("strait_runtime_alive_tasks"));
         let base_fds = procstat::fd_count(pid).unwrap_or(0);
         // Slack for upstream connections a proxy keeps (nginx's keepalive
         // cache, Envoy's pool) and listeners it opens lazily.
         let closed_fds = base_fds + 64;
-
-        for round in 1..=2 {
-            eprintln!("memory bench: {} round {round}: {n} idle connections ...", peer.name());
+        for round in 1..=self.opts.rounds {
+            eprintln!(
+                "memory bench: {} round {round}: {n} idle connections ...",
+                peer.name()
+            );
             let started = Instant::now();
-            let (mut conns, opened) =
-                self.rt
-                    .block_on(IdleConnections::open(target, n, self.opts.open_parallelism));
+            let (mut conns, opened) = self.rt.block_on(IdleConnections::open(
+                proxy.listen,
+                n,
+                self.opts.open_parallelism,
+            ));
             eprintln!(
                 "  opened {} ({} failed) in {:.1} s",
                 opened.ok,
@@ -544,14 +572,11 @@ impl Bench {
                     opened.first_error.clone().unwrap_or_default()
                 ));
             }
-            let rss = self.quiet_rss(pid);
+            let open_rss = self.quiet_rss(pid);
             if round == 1 {
-                r.conns1 = rss;
                 r.fds_open = procstat::fd_count(pid);
-            } else {
-                r.conns2 = rss;
             }
-            let checked = self.rt.block_on(conns.check(round));
+            let checked = self.rt.block_on(conns.check(round as u32));
             if checked.failed > 0 {
                 r.failures.push(format!(
                     "round {round}: {} of {} open connections did not answer a PING after the \
@@ -563,52 +588,61 @@ impl Bench {
             }
             self.rt.block_on(conns.close());
             let fds = self.wait_fds_at_most(pid, closed_fds);
-            let rss = self.quiet_rss(pid);
             if round == 1 {
-                r.conns1_closed = rss;
                 r.fds_closed = fds;
-            } else {
-                r.conns2_closed = rss;
             }
-            if round == 2 {
-                break;
-            }
-
-            eprintln!(
-                "memory bench: {}: {} streams over {} connections ...",
-                peer.name(),
-                self.opts.streams,
-                self.opts.stream_connections
-            );
-            let mut streams = self
-                .rt
-                .block_on(OpenStreams::connect(target, self.opts.stream_connections))?;
-            r.stream_conns = self.quiet_rss(pid);
-            let opened = self.rt.block_on(streams.open(self.opts.streams));
-            if opened.failed > 0 {
-                r.failures.push(format!(
-                    "{} of {} streams failed: {}",
-                    opened.failed,
-                    self.opts.streams,
-                    opened.first_error.clone().unwrap_or_default()
-                ));
-            }
-            r.streams = self.quiet_rss(pid);
-            let ended = self.rt.block_on(streams.finish());
-            if ended.failed > 0 {
-                r.failures.push(format!(
-                    "{} of {} streams did not end cleanly: {}",
-                    ended.failed,
-                    opened.ok,
-                    ended.first_error.unwrap_or_default()
-                ));
-            }
-            self.wait_fds_at_most(pid, closed_fds);
-            r.streams_closed = self.quiet_rss(pid);
+            r.rounds.push((open_rss, self.quiet_rss(pid)));
+            r.tasks.push(metric("strait_runtime_alive_tasks"));
+            r.conns_open_after.push(metric("strait_connections_open"));
         }
-        r.hwm = procstat::status_kib(pid, "VmHWM");
-        drop(proxy);
-        Ok(r)
+        r.idle_hwm = procstat::status_kib(pid, "VmHWM");
+        Ok(())
+    }
+
+    /// A fresh proxy: the stream connections, then the open streams, then
+    /// everything closed.
+    fn open_streams(&self, peer: Peer, r: &mut RowResult) -> Result<(), String> {
+        let proxy = self.start(peer, "streams")?;
+        let pid = proxy.pid();
+        let base_fds = procstat::fd_count(pid).unwrap_or(0);
+        eprintln!(
+            "memory bench: {}: {} streams over {} connections ...",
+            peer.name(),
+            self.opts.streams,
+            self.opts.stream_connections
+        );
+        r.streams_baseline = self.quiet_rss(pid);
+        let mut streams = self.rt.block_on(OpenStreams::connect(
+            proxy.listen,
+            self.opts.stream_connections,
+        ))?;
+        r.stream_conns = self.quiet_rss(pid);
+        let opened = self.rt.block_on(streams.open(self.opts.streams));
+        if opened.failed > 0 {
+            r.failures.push(format!(
+                "{} of {} streams failed: {}",
+                opened.failed,
+                self.opts.streams,
+                opened.first_error.clone().unwrap_or_default()
+            ));
+        }
+        r.streams = self.quiet_rss(pid);
+        r.stream_fds = procstat::fd_count(pid);
+        let ended = self.rt.block_on(streams.finish());
+        if ended.failed > 0 {
+            r.failures.push(format!(
+                "{} of {} streams did not end cleanly: {}",
+                ended.failed,
+                opened.ok,
+                ended.first_error.unwrap_or_default()
+            ));
+        }
+        // nginx keeps up to `keepalive` idle upstream connections: allow
+        // one per stream.
+        self.wait_fds_at_most(pid, base_fds + 64 + self.opts.streams);
+        r.streams_closed = self.quiet_rss(pid);
+        r.streams_hwm = procstat::status_kib(pid, "VmHWM");
+        Ok(())
     }
 }
 
@@ -692,33 +726,38 @@ fn per(a: Option<u64>, b: Option<u64>, n: usize) -> String {
 fn render(bench: &Bench, results: &[(Peer, Result<RowResult, String>)]) -> String {
     let o = &bench.opts;
     let mut r = String::new();
-    let _ = writeln!(r, "## Memory benchmark: idle connections and open streams\n");
     let _ = writeln!(
         r,
-        "Machine: {}. Each proxy a fresh process with one worker thread (configurations as in \
-         the relay bench). RSS is `VmRSS` once the proxy is idle. Per connection: (RSS with \
-         {} idle HTTP/2 client connections − baseline) / {}; per stream: (RSS with {} open bidi \
-         streams, each having echoed one {STREAM_MSG} B message, − RSS with only their {} \
-         connections) / {}. Round 2 opens the {} connections again after everything was \
-         closed.\n",
+        "## Memory benchmark: idle connections and open streams\n"
+    );
+    let _ = writeln!(
+        r,
+        "Machine: {}. Each proxy with one worker thread (configurations as in the relay \
+         bench); RSS is `VmRSS` once the proxy is idle (its CPU time still for 200 ms). Idle \
+         connections, in a fresh process: {} rounds of opening {} HTTP/2 client connections \
+         (handshake done, a PING answered, and answered again after the reading), then closing \
+         them; per connection = (RSS with round 1's connections − baseline) / {}. Open \
+         streams, in another fresh process: {} bidi streams over {} connections, each having \
+         echoed one {STREAM_MSG} B message and left open; per stream = (RSS with the streams − \
+         RSS with only their connections) / {}.\n",
         common::machine(),
+        o.rounds,
         o.connections,
         o.connections,
         o.streams,
         o.stream_connections,
         o.streams,
-        o.connections,
     );
     let _ = writeln!(r, "Versions:\n");
     for v in bench.bins.versions() {
         let _ = writeln!(r, "- {v}");
     }
     let _ = writeln!(r);
+    let k = o.connections as f64 / 1000.0;
     let _ = writeln!(
         r,
-        "| proxy | baseline | {}k idle conns | per conn | after close | {} streams | per stream | after close | round 2: conns / after close | peak (VmHWM) | failures |",
-        o.connections as f64 / 1000.0,
-        o.streams
+        "| proxy | baseline | {k}k idle conns | per conn | closed | rounds 2..{}: open / closed | {} streams | per stream | closed | peak | failures |",
+        o.rounds, o.streams
     );
     let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
@@ -732,46 +771,78 @@ fn render(bench: &Bench, results: &[(Peer, Result<RowResult, String>)]) -> Strin
                 notes.push(format!("{}: {e}", peer.name()));
             }
             Ok(m) => {
+                let (open1, closed1) = m.rounds.first().copied().unwrap_or((None, None));
+                let later: Vec<String> = m
+                    .rounds
+                    .iter()
+                    .skip(1)
+                    .map(|(open, closed)| format!("{} / {}", mib_short(*open), mib_short(*closed)))
+                    .collect();
+                let peak = m.idle_hwm.max(m.streams_hwm);
                 let _ = writeln!(
                     r,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     peer.name(),
                     mib(m.baseline),
-                    mib(m.conns1),
-                    per(m.conns1, m.baseline, o.connections),
-                    mib(m.conns1_closed),
+                    mib(open1),
+                    per(open1, m.baseline, o.connections),
+                    mib(closed1),
+                    if later.is_empty() {
+                        "–".into()
+                    } else {
+                        format!("{} MiB", later.join(", "))
+                    },
                     mib(m.streams),
                     per(m.streams, m.stream_conns, o.streams),
                     mib(m.streams_closed),
-                    mib(m.conns2),
-                    mib(m.conns2_closed),
-                    mib(m.hwm),
+                    mib(peak),
                     m.failures.len(),
                 );
                 for f in &m.failures {
                     notes.push(format!("{}: {f}", peer.name()));
                 }
-                if let (Some(a), Some(b)) = (m.conns2, m.conns1) {
+                let last = m.rounds.last().and_then(|(open, _)| *open);
+                if let (Some(a), Some(b)) = (last, open1) {
                     // Growth beyond 10 % (+ 4 MiB) of round 1 means memory
                     // per connection is not given back for reuse.
-                    if a as f64 > b as f64 * 1.1 + 4096.0 {
+                    if m.rounds.len() > 1 && a as f64 > b as f64 * 1.1 + 4096.0 {
                         notes.push(format!(
-                            "{}: round 2 with {} connections used {} vs {} in round 1: memory \
-                             grows across rounds",
+                            "{}: with {} connections open, round {} used {} vs {} in round 1: \
+                             memory grows across rounds",
                             peer.name(),
                             o.connections,
+                            m.rounds.len(),
                             mib(Some(a)),
                             mib(Some(b))
                         ));
                     }
                 }
-                if let (Some(open), Some(closed)) = (m.fds_open, m.fds_closed) {
+                if m.tasks.iter().any(Option::is_some) {
+                    let fmt = |v: &[Option<f64>]| {
+                        v.iter()
+                            .map(|x| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "?".into()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
                     notes.push(format!(
-                        "{}: {open} fds with the idle connections open, {closed} after closing \
-                         them",
-                        peer.name()
+                        "{}: tokio tasks alive (strait_runtime_alive_tasks) at the baseline, \
+                         then after each round: {}; client connections open after each round \
+                         (strait_connections_open): {}",
+                        peer.name(),
+                        fmt(&m.tasks),
+                        fmt(&m.conns_open_after)
                     ));
                 }
+                notes.push(format!(
+                    "{}: fds {} with the idle connections open, {} after closing them; {} with \
+                     the streams open; stream process before/with connections: {} / {}",
+                    peer.name(),
+                    opt(m.fds_open),
+                    opt(m.fds_closed),
+                    opt(m.stream_fds),
+                    mib(m.streams_baseline),
+                    mib(m.stream_conns),
+                ));
             }
         }
     }
@@ -782,4 +853,13 @@ fn render(bench: &Bench, results: &[(Peer, Result<RowResult, String>)]) -> Strin
         }
     }
     r
+}
+
+fn opt(v: Option<usize>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+}
+
+fn mib_short(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1}", k as f64 / 1024.0))
+        .unwrap_or_else(|| "–".into())
 }

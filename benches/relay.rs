@@ -546,7 +546,8 @@ fn main() {
     );
     let descriptors = work_dir.join("bench-descriptors.binpb");
     peers::write_descriptor_set(&descriptors).expect("writing the bench descriptor set");
-    let settings = peers::Settings::new(opts.strait_threads, opts.upstream_connections, descriptors);
+    let settings =
+        peers::Settings::new(opts.strait_threads, opts.upstream_connections, descriptors);
     for v in bins.versions() {
         eprintln!("relay bench: {v}");
     }
@@ -652,11 +653,9 @@ fn fmt_latency(ns: f64) -> String {
 
 fn fmt_p50_p99(o: &Outcome) -> String {
     match (o.percentile_ns(0.50), o.percentile_ns(0.99)) {
-        (Some(p50), Some(p99)) => format!(
-            "{} / {}",
-            fmt_latency(p50 as f64),
-            fmt_latency(p99 as f64)
-        ),
+        (Some(p50), Some(p99)) => {
+            format!("{} / {}", fmt_latency(p50 as f64), fmt_latency(p99 as f64))
+        }
         _ => "–".to_string(),
     }
 }
@@ -815,9 +814,8 @@ fn render(bench: &Bench, results: &[ScenarioResults<'_>]) -> String {
             let p50 = vals(&|_, m| m.paced.as_ref()?.percentile_ns(0.50).map(|n| n as f64));
             let p99 = vals(&|_, m| m.paced.as_ref()?.percentile_ns(0.99).map(|n| n as f64));
             let rss = vals(&|_, m| m.proxy_hwm_kib.map(|k| k as f64 / 1024.0));
-            let other = vals(&|_, m| {
-                Some(100.0 * m.other_cpu_s? / m.outcome.elapsed.as_secs_f64())
-            });
+            let other =
+                vals(&|_, m| Some(100.0 * m.other_cpu_s? / m.outcome.elapsed.as_secs_f64()));
             let is_direct = rr.row == Row::Direct;
             let _ = writeln!(
                 r,

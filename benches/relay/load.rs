@@ -245,8 +245,8 @@ pub async fn connect(
 pub fn grpc_message(size: usize, worker: usize, variant: u8) -> Bytes {
     let ns = CLIENT_NAMESPACE.as_bytes();
     let head = 2 + ns.len() + 1; // namespace tag + length + bytes, payload tag
-    // The payload length varint takes 1..=5 bytes; pick the payload length
-    // whose varint makes the message exactly `size` bytes.
+                                 // The payload length varint takes 1..=5 bytes; pick the payload length
+                                 // whose varint makes the message exactly `size` bytes.
     let payload_len = (1..=5)
         .filter_map(|w| size.checked_sub(head + w))
         .find(|&p| varint_len(p as u64) + head + p == size)
@@ -512,7 +512,8 @@ pub fn run_fixed_rate(
                         }
                     }
                     Kind::Bidi => {
-                        if let Err(e) = paced_bidi(&mut sender, &uri, &msgs, calls, due, &mut out).await
+                        if let Err(e) =
+                            paced_bidi(&mut sender, &uri, &msgs, calls, due, &mut out).await
                         {
                             out.fail(e);
                         }

@@ -201,6 +201,8 @@ impl Settings {
 pub struct ProxyProcess {
     child: Child,
     pub listen: SocketAddr,
+    /// Strait's admin listener (`/metrics`); None for the peers.
+    pub admin: Option<SocketAddr>,
     pub log_path: PathBuf,
 }
 
@@ -218,12 +220,15 @@ impl ProxyProcess {
         settings: &Settings,
     ) -> Result<Self, String> {
         let listen = free_port()?;
+        let mut admin = None;
         let stem = dir.join(format!("{}-{tag}", peer.name()));
         let log_path = stem.with_extension("log");
         let mut cmd = Command::new(bin);
         match peer {
             Peer::Strait | Peer::StraitTranslate => {
-                let config = strait_config(peer, listen, free_port()?, upstream, settings);
+                let admin_addr = free_port()?;
+                admin = Some(admin_addr);
+                let config = strait_config(peer, listen, admin_addr, upstream, settings);
                 let path = write(&stem.with_extension("toml"), &config)?;
                 cmd.arg("run").arg("--config").arg(path);
             }
@@ -276,6 +281,7 @@ impl ProxyProcess {
         let mut proxy = Self {
             child,
             listen,
+            admin,
             log_path,
         };
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -325,6 +331,29 @@ impl ProxyProcess {
             .map(|t| t.lines().filter(|l| !l.contains("[NOTICE]")).count())
             .unwrap_or(0)
     }
+}
+
+/// Sum of a metric's samples (all label sets) on an admin `/metrics`
+/// endpoint (Prometheus text), read with a plain HTTP/1.1 GET.
+pub fn metric_sum(admin: SocketAddr, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).ok()?;
+    let mut text = String::new();
+    sock.read_to_string(&mut text).ok()?;
+    let mut found = false;
+    let sum = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .inspect(|_| found = true)
+        .sum();
+    found.then_some(sum)
 }
 
 impl Drop for ProxyProcess {
