@@ -495,6 +495,19 @@ impl Bench {
                     m.outcome.calls
                 ));
             }
+            // And Strait's own count: one rename per request and one per
+            // response.
+            let rewrites = proxy
+                .admin
+                .and_then(|a| peers::metric_sum(a, "strait_rewrite_fields_total"))
+                .unwrap_or(0.0);
+            if rewrites < 2.0 * m.outcome.calls as f64 {
+                m.fail(format!(
+                    "strait_rewrite_fields_total is {rewrites} for {} call(s): not every \
+                     message was translated each way",
+                    m.outcome.calls
+                ));
+            }
         }
         m.proxy_log_lines = proxy.log_lines();
         if !proxy.alive() {

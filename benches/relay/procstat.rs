@@ -53,6 +53,7 @@ pub fn system_busy_ticks() -> Option<u64> {
 
 /// This process's soft limit on open files (`Max open files` in
 /// `/proc/self/limits`); children inherit it.
+#[allow(dead_code)] // not every bench uses every helper
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
@@ -60,6 +61,7 @@ pub fn open_files_limit() -> Option<u64> {
 }
 
 /// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
+#[allow(dead_code)] // not every bench uses every helper
 pub fn fd_count(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }

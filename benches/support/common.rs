@@ -49,6 +49,7 @@ pub fn git_describe() -> Option<String> {
 }
 
 /// "<CPU model>, N CPUs, Linux <release>" from /proc.
+#[allow(dead_code)] // not every bench uses every helper
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
