@@ -756,8 +756,13 @@ fn render(bench: &Bench, results: &[(Peer, Result<RowResult, String>)]) -> Strin
     let k = o.connections as f64 / 1000.0;
     let _ = writeln!(
         r,
-        "| proxy | baseline | {k}k idle conns | per conn | closed | rounds 2..{}: open / closed | {} streams | per stream | closed | peak | failures |",
-        o.rounds, o.streams
+        "| proxy | baseline | {k}k idle conns | per conn | closed | {}: open / closed | {} streams | per stream | closed | peak | failures |",
+        match o.rounds {
+            1 => "later rounds".to_string(),
+            2 => "round 2".to_string(),
+            n => format!("rounds 2–{n}"),
+        },
+        o.streams
     );
     let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();

@@ -119,7 +119,14 @@ pub fn child_main() {
         .build()
         .expect("echo runtime");
     rt.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("echo bind");
+        // A deep accept queue: nginx opens one upstream connection per
+        // stream, i.e. 1,000 connections in a burst in the memory bench; an
+        // overflowing queue (with SYN cookies) ends in connection resets.
+        let socket = tokio::net::TcpSocket::new_v4().expect("echo socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("echo bind");
+        let listener: TcpListener = socket.listen(4096).expect("echo listen");
         let port = listener.local_addr().expect("echo local_addr").port();
         {
             let mut out = std::io::stdout().lock();
@@ -143,12 +150,24 @@ async fn serve_connection(sock: TcpStream) {
         .initial_connection_window_size(h2cfg::CONNECTION_WINDOW)
         .max_frame_size(h2cfg::MAX_FRAME_SIZE)
         .max_concurrent_streams(h2cfg::MAX_CONCURRENT_STREAMS);
-    let Ok(mut conn) = builder.handshake::<_, Bytes>(sock).await else {
-        return;
+    let mut conn = match builder.handshake::<_, Bytes>(sock).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            eprintln!("echo backend: h2 handshake: {e}");
+            return;
+        }
     };
     while let Some(accepted) = conn.accept().await {
-        let Ok((request, respond)) = accepted else {
-            return;
+        let (request, respond) = match accepted {
+            Ok(parts) => parts,
+            Err(e) => {
+                // A peer going away mid-stream is normal at the end of a
+                // run; anything else is worth seeing next to the results.
+                if !e.is_io() && !e.is_go_away() {
+                    eprintln!("echo backend: h2 connection: {e}");
+                }
+                return;
+            }
         };
         tokio::spawn(echo_stream(request, respond));
     }
