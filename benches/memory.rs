@@ -76,7 +76,7 @@ memory bench: cargo bench --bench memory -- [OPTIONS]
   --streams N            concurrently open bidi streams (default 1000)
   --stream-connections K connections carrying the streams (default 10)
   --rounds R             rounds of opening and closing the idle connections
-                         (default 3)
+                         (default 5)
   --open-parallelism P   connections being opened at once (default 64)
   --client-threads N     load generator tokio workers (default 2)
   --strait-threads N     Strait [runtime] worker_threads (default 1)
@@ -118,7 +118,7 @@ impl Opts {
             streams: 1_000,
             stream_connections: 10,
             open_parallelism: 64,
-            rounds: 3,
+            rounds: 5,
             client_threads: 2,
             strait_threads: 1,
             strait: PathBuf::from(env!("CARGO_BIN_EXE_strait")),

@@ -483,6 +483,10 @@ fn haproxy_config(listen: SocketAddr, upstream: SocketAddr, s: &Settings) -> Str
     // connections fit where the fd limit is only 20,000, and `no
     // strict-limits` makes a limit below HAProxy's estimate a warning rather
     // than fatal.
+    //
+    // tune.bufsize stays at its default (16 KiB): with 32 or 64 KiB HAProxy
+    // 2.6.12 relays bidi 64 KiB with less CPU, but unary 64 KiB calls then
+    // fail (REFUSED_STREAM, or responses without trailers).
     let maxconn = (s.fd_limit / 2)
         .saturating_sub(100)
         .max(s.haproxy_min_maxconn)
