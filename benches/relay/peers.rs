@@ -92,8 +92,8 @@ impl Binaries {
             .or_else(|| which("envoy"));
         Self {
             strait: Some(strait).filter(|p| p.exists()),
-            nginx: nginx.or_else(|| which("nginx")),
-            haproxy: haproxy.or_else(|| which("haproxy")),
+            nginx: nginx.or_else(|| which("nginx")).filter(|p| p.exists()),
+            haproxy: haproxy.or_else(|| which("haproxy")).filter(|p| p.exists()),
             envoy: envoy.filter(|p| p.exists()),
         }
     }
