@@ -1,26 +1,46 @@
-//! Relay benchmark: unary and bidi-stream throughput, latency, and Strait's
-//! CPU seconds per 100k calls and peak RSS, for 100 B and 64 KiB messages,
-//! direct (client → echo) vs through Strait (client → strait → echo) on
-//! loopback.
+//! Relay benchmark: Strait against its peers. Unary and bidi-stream
+//! throughput, latency at a fixed rate, the proxy's CPU seconds per 100k calls
+//! and its peak RSS, for 100 B and 64 KiB messages, on loopback. Rows:
+//!
+//! - `direct`: client → echo backend;
+//! - `strait`: client → Strait (pass-through) → echo;
+//! - `strait-translate`: Strait renaming the namespace in every message, each
+//!   way (`bench` ↔ `bench-upstream`);
+//! - `nginx` (`grpc_pass`), `haproxy` (h2 on both sides), `envoy`.
 //!
 //! Run: `cargo bench --bench relay` (options after `--`, e.g.
-//! `cargo bench --bench relay -- --seconds 3 unary`; `--help` lists them).
-//! Results are printed as Markdown and written to `target/bench-relay.md`.
+//! `cargo bench --bench relay -- --seconds 3 --rows direct,strait unary`;
+//! `--help` lists them); `scripts/bench-peers.sh` installs the peers and runs
+//! everything. Results are printed as Markdown and written to
+//! `target/bench-relay.md`.
 //!
 //! Processes (each scheduled and CPU-accounted separately):
 //! - this process: orchestration + the h2 load generator (its own tokio
 //!   runtime, `--client-threads` workers);
 //! - the echo backend: this same binary re-executed as a child process (see
-//!   `relay/echo.rs`), `--echo-threads` workers, shared by all scenarios;
-//! - Strait: a fresh `strait run` per scenario, `worker_threads = 1`, started
-//!   after the direct run so the direct figures never share the CPU with it.
+//!   `relay/echo.rs`), `--echo-threads` workers, shared by all runs;
+//! - the proxy: a fresh process per measurement (see `relay/peers.rs`), one
+//!   worker thread each (Strait `worker_threads = 1`, nginx
+//!   `worker_processes 1` without a master, HAProxy `nbthread 1`, Envoy
+//!   `--concurrency 1`).
 //!
-//! Per measurement: connect, warm up (`--warmup`, default 1 s), then a fixed
-//! window (`--seconds`, default 5 s). Calls completing inside the window
-//! count; CPU times (utime + stime from `/proc/<pid>/stat`) are sampled at the
-//! window's edges. For bidi, one long-lived stream per concurrency slot
-//! ping-pongs one message at a time and every message round trip counts as a
-//! call.
+//! Per scenario, `--reps` repetitions; each repetition measures every row
+//! once, in an order rotated by one each repetition (so no row is always
+//! first or last). A measurement: start the proxy, connect, warm up
+//! (`--warmup`), then a fixed window (`--seconds`) of closed-loop load:
+//! calls completing inside the window count; CPU times (utime + stime from
+//! `/proc/<pid>/stat`) are sampled at the window's edges; peak RSS is the
+//! proxy's `VmHWM` after the window. Then, on the same proxy process, an
+//! open-loop phase at a fixed rate (`--rate-100b`, `--rate-64k`) gives the
+//! p50/p99 latency, measured from each call's scheduled time. For bidi, one
+//! long-lived stream per concurrency slot ping-pongs one message at a time
+//! and every message round trip counts as a call.
+//!
+//! Every call is checked (`:status`, echoed bytes, `grpc-status: 0`). A run
+//! with any failed or stuck call, a proxy that died, or a translating row
+//! whose upstream did not see the renamed namespace counts as failed: it is
+//! listed in the table's "failed runs" column with its first error in the
+//! notes, and left out of the medians.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,21 +48,21 @@
 mod common;
 #[path = "relay/echo.rs"]
 mod echo;
+#[path = "relay/h2cfg.rs"]
+mod h2cfg;
 #[path = "relay/load.rs"]
 mod load;
+#[path = "relay/peers.rs"]
+mod peers;
 #[path = "relay/procstat.rs"]
 mod procstat;
-#[path = "relay/strait.rs"]
-mod strait;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use load::{Kind, Outcome, Spec};
-
-#[path = "relay/h2cfg.rs"]
-mod h2cfg;
+use peers::{Binaries, Peer, ProxyProcess};
 
 struct Scenario {
     name: &'static str,
@@ -78,13 +98,54 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// A row of the table: the direct baseline or one proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Row {
+    Direct,
+    Proxy(Peer),
+}
+
+impl Row {
+    fn name(self) -> &'static str {
+        match self {
+            Row::Direct => "direct",
+            Row::Proxy(p) => p.name(),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Row> {
+        if s == "direct" {
+            Some(Row::Direct)
+        } else {
+            Peer::parse(s).map(Row::Proxy)
+        }
+    }
+}
+
+const ALL_ROWS: [Row; 6] = [
+    Row::Direct,
+    Row::Proxy(Peer::Strait),
+    Row::Proxy(Peer::StraitTranslate),
+    Row::Proxy(Peer::Nginx),
+    Row::Proxy(Peer::Haproxy),
+    Row::Proxy(Peer::Envoy),
+];
+
 const USAGE: &str = "\
 relay bench: cargo bench --bench relay -- [OPTIONS] [FILTER...]
 
   FILTER                 run only scenarios whose name contains a filter
                          (spaces ignored, e.g. `unary100`, `bidi`, `64kib`)
+  --rows A,B,...         rows to measure, in this order (default all:
+                         direct,strait,strait-translate,nginx,haproxy,envoy);
+                         the direct row always runs (ratios need it)
+  --reps N               repetitions per scenario (default 3)
   --seconds S            measured window per run (default 5, env STRAIT_BENCH_SECONDS)
   --warmup S             warmup before each window (default 1, env STRAIT_BENCH_WARMUP)
+  --rate-100b R          fixed-rate latency phase, calls/s, 100 B scenarios (default 2000)
+  --rate-64k R           the same for the 64 KiB scenarios (default 500)
+  --latency-seconds S    length of the fixed-rate phase (default 3; 0 skips it)
+  --latency-slots N      concurrent call slots in the fixed-rate phase (default 64)
   --connections K        client HTTP/2 connections (default 2)
   --concurrency C        concurrent calls/streams, all scenarios (default 128 for
                          100 B, 64 for 64 KiB)
@@ -93,14 +154,25 @@ relay bench: cargo bench --bench relay -- [OPTIONS] [FILTER...]
   --strait-threads N     Strait [runtime] worker_threads (default 1)
   --upstream-connections N  Strait connections to the echo backend (default 1)
   --strait PATH          Strait binary (default: the one cargo built)
+  --nginx PATH, --haproxy PATH, --envoy PATH
+                         peer binaries (default: PATH and /usr/sbin; Envoy also
+                         target/venv-bench from scripts/bench-peers.sh, or env
+                         STRAIT_BENCH_ENVOY); a missing one is reported as
+                         \"not installed\"
   --out PATH             Markdown output (default target/bench-relay.md)
-  --direct-only          skip the Strait runs
+  --direct-only          same as --rows direct
 Unknown --flags (such as cargo's --bench) are ignored.
 ";
 
 struct Opts {
     seconds: f64,
     warmup: f64,
+    reps: usize,
+    rows: Vec<Row>,
+    rate_small: f64,
+    rate_large: f64,
+    latency_seconds: f64,
+    latency_slots: usize,
     connections: usize,
     concurrency: Option<usize>,
     client_threads: usize,
@@ -108,8 +180,10 @@ struct Opts {
     strait_threads: usize,
     upstream_connections: usize,
     strait: PathBuf,
+    nginx: Option<PathBuf>,
+    haproxy: Option<PathBuf>,
+    envoy: Option<PathBuf>,
     out: PathBuf,
-    direct_only: bool,
     filters: Vec<String>,
 }
 
@@ -122,6 +196,12 @@ impl Opts {
         let mut opts = Opts {
             seconds: env_f64("STRAIT_BENCH_SECONDS").unwrap_or(5.0),
             warmup: env_f64("STRAIT_BENCH_WARMUP").unwrap_or(1.0),
+            reps: 3,
+            rows: ALL_ROWS.to_vec(),
+            rate_small: 2000.0,
+            rate_large: 500.0,
+            latency_seconds: 3.0,
+            latency_slots: 64,
             connections: 2,
             concurrency: None,
             client_threads: 1,
@@ -129,8 +209,10 @@ impl Opts {
             strait_threads: 1,
             upstream_connections: 1,
             strait: PathBuf::from(env!("CARGO_BIN_EXE_strait")),
+            nginx: None,
+            haproxy: None,
+            envoy: None,
             out: common::target_dir().join("bench-relay.md"),
-            direct_only: false,
             filters: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
@@ -152,6 +234,21 @@ impl Opts {
             match flag.as_str() {
                 "--seconds" => opts.seconds = num(&flag, value(&flag)),
                 "--warmup" => opts.warmup = num(&flag, value(&flag)),
+                "--reps" => opts.reps = num::<usize>(&flag, value(&flag)).max(1),
+                "--rows" => {
+                    opts.rows = value(&flag)
+                        .split(',')
+                        .filter(|r| !r.trim().is_empty())
+                        .map(|r| {
+                            Row::parse(r.trim())
+                                .unwrap_or_else(|| panic!("--rows: unknown row {r:?}\n{USAGE}"))
+                        })
+                        .collect()
+                }
+                "--rate-100b" => opts.rate_small = num(&flag, value(&flag)),
+                "--rate-64k" => opts.rate_large = num(&flag, value(&flag)),
+                "--latency-seconds" => opts.latency_seconds = num(&flag, value(&flag)),
+                "--latency-slots" => opts.latency_slots = num::<usize>(&flag, value(&flag)).max(1),
                 "--connections" => opts.connections = num::<usize>(&flag, value(&flag)).max(1),
                 "--concurrency" => {
                     opts.concurrency = Some(num::<usize>(&flag, value(&flag)).max(1))
@@ -167,8 +264,11 @@ impl Opts {
                     opts.upstream_connections = num::<usize>(&flag, value(&flag)).max(1)
                 }
                 "--strait" => opts.strait = PathBuf::from(value(&flag)),
+                "--nginx" => opts.nginx = Some(PathBuf::from(value(&flag))),
+                "--haproxy" => opts.haproxy = Some(PathBuf::from(value(&flag))),
+                "--envoy" => opts.envoy = Some(PathBuf::from(value(&flag))),
                 "--out" => opts.out = PathBuf::from(value(&flag)),
-                "--direct-only" => opts.direct_only = true,
+                "--direct-only" => opts.rows = vec![Row::Direct],
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     std::process::exit(0);
@@ -177,13 +277,38 @@ impl Opts {
                 f => opts.filters.push(normalize(f)),
             }
         }
+        if !opts.rows.contains(&Row::Direct) {
+            opts.rows.insert(0, Row::Direct);
+        }
+        let mut seen = Vec::new();
+        opts.rows.retain(|r| {
+            let new = !seen.contains(r);
+            seen.push(*r);
+            new
+        });
         assert!(opts.seconds > 0.0, "--seconds must be > 0");
         assert!(opts.warmup >= 0.0, "--warmup must be >= 0");
+        assert!(
+            opts.rate_small > 0.0 && opts.rate_large > 0.0,
+            "rates must be > 0"
+        );
+        assert!(
+            opts.latency_seconds >= 0.0,
+            "--latency-seconds must be >= 0"
+        );
         opts
     }
 
     fn selected(&self, s: &Scenario) -> bool {
         self.filters.is_empty() || self.filters.iter().any(|f| normalize(s.name).contains(f))
+    }
+
+    fn rate(&self, s: &Scenario) -> f64 {
+        if s.msg_size > 1024 {
+            self.rate_large
+        } else {
+            self.rate_small
+        }
     }
 }
 
@@ -194,56 +319,92 @@ fn normalize(s: &str) -> String {
         .collect()
 }
 
-/// CPU ticks of the load generator (this process), the echo backend, Strait,
-/// and the whole machine (busy time).
+/// CPU ticks of the load generator (this process), the echo backend, the
+/// proxy, and the whole machine (busy time).
 #[derive(Clone, Copy)]
 struct Sample {
     loadgen: Option<u64>,
     echo: Option<u64>,
-    strait: Option<u64>,
+    proxy: Option<u64>,
     system: Option<u64>,
 }
 
+/// One measurement of one row: the closed-loop window and the fixed-rate
+/// phase, on one fresh proxy process.
 struct Measurement {
     outcome: Outcome,
     loadgen_cpu_s: Option<f64>,
     echo_cpu_s: Option<f64>,
-    strait_cpu_s: Option<f64>,
+    proxy_cpu_s: Option<f64>,
     /// CPU used by everything else on the machine during the window (e.g.
     /// concurrent builds): a noise indicator.
     other_cpu_s: Option<f64>,
-    strait_hwm_kib: Option<u64>,
-    strait_log_lines: usize,
+    proxy_hwm_kib: Option<u64>,
+    proxy_log_lines: usize,
+    /// The fixed-rate phase (None when skipped).
+    paced: Option<Outcome>,
+    /// Calls the fixed-rate phase scheduled.
+    paced_due: u64,
+    /// Why this run counts as failed (first reason), if it does.
+    failure: Option<String>,
 }
 
 impl Measurement {
     fn new(outcome: Outcome, before: Sample, after: Sample, tck: u64) -> Self {
         let loadgen_cpu_s = common::cpu_delta(before.loadgen, after.loadgen, tck);
         let echo_cpu_s = common::cpu_delta(before.echo, after.echo, tck);
-        let strait_cpu_s = common::cpu_delta(before.strait, after.strait, tck);
+        let proxy_cpu_s = common::cpu_delta(before.proxy, after.proxy, tck);
         let other_cpu_s = common::cpu_delta(before.system, after.system, tck).map(|total| {
             (total
                 - loadgen_cpu_s.unwrap_or(0.0)
                 - echo_cpu_s.unwrap_or(0.0)
-                - strait_cpu_s.unwrap_or(0.0))
+                - proxy_cpu_s.unwrap_or(0.0))
             .max(0.0)
         });
+        let failure = failure_of(&outcome, "");
         Self {
             outcome,
             loadgen_cpu_s,
             echo_cpu_s,
-            strait_cpu_s,
+            proxy_cpu_s,
             other_cpu_s,
-            strait_hwm_kib: None,
-            strait_log_lines: 0,
+            proxy_hwm_kib: None,
+            proxy_log_lines: 0,
+            paced: None,
+            paced_due: 0,
+            failure,
         }
     }
+
+    fn fail(&mut self, why: String) {
+        self.failure.get_or_insert(why);
+    }
+
+    fn cpu_per_100k(&self) -> Option<f64> {
+        let cpu = self.proxy_cpu_s?;
+        (self.outcome.calls > 0).then(|| cpu / self.outcome.calls as f64 * 100_000.0)
+    }
+}
+
+/// The first reason an outcome counts as failed.
+fn failure_of(o: &Outcome, phase: &str) -> Option<String> {
+    if o.failures == 0 && o.stuck == 0 {
+        return None;
+    }
+    Some(format!(
+        "{phase}{} failed call(s), {} stuck worker(s); first error: {}",
+        o.failures,
+        o.stuck,
+        o.first_error.as_deref().unwrap_or("–")
+    ))
 }
 
 struct Bench {
     opts: Opts,
     rt: tokio::runtime::Runtime,
     echo: echo::EchoProcess,
+    bins: Binaries,
+    settings: peers::Settings,
     tck: u64,
     work_dir: PathBuf,
 }
@@ -261,52 +422,116 @@ impl Bench {
         }
     }
 
+    /// The closed-loop window, then the fixed-rate phase.
     fn measure(
         &self,
-        spec: &Spec,
-        strait_pid: Option<u32>,
-    ) -> Result<(Outcome, Sample, Sample), String> {
+        scenario: &Scenario,
+        target: std::net::SocketAddr,
+        proxy_pid: Option<u32>,
+    ) -> Result<Measurement, String> {
         let me = std::process::id();
         let echo_pid = self.echo.pid();
-        load::run(&self.rt, spec, || Sample {
+        let spec = self.spec(scenario, target);
+        let (outcome, before, after) = load::run(&self.rt, &spec, || Sample {
             loadgen: procstat::cpu_ticks(me),
             echo: procstat::cpu_ticks(echo_pid),
-            strait: strait_pid.and_then(procstat::cpu_ticks),
+            proxy: proxy_pid.and_then(procstat::cpu_ticks),
             system: procstat::system_busy_ticks(),
-        })
+        })?;
+        let mut m = Measurement::new(outcome, before, after, self.tck);
+        m.proxy_hwm_kib = proxy_pid.and_then(|pid| procstat::status_kib(pid, "VmHWM"));
+        if self.opts.latency_seconds > 0.0 {
+            let rate = self.opts.rate(scenario);
+            let duration = Duration::from_secs_f64(self.opts.latency_seconds);
+            let paced_spec = Spec {
+                concurrency: self.opts.latency_slots,
+                ..spec
+            };
+            let paced = load::run_fixed_rate(&self.rt, &paced_spec, rate, duration)?;
+            m.paced_due = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+            if let Some(why) = failure_of(&paced, "fixed-rate phase: ") {
+                m.fail(why);
+            }
+            m.paced = Some(paced);
+        }
+        Ok(m)
     }
 
-    fn direct(&self, scenario: &Scenario) -> Result<Measurement, String> {
-        let spec = self.spec(scenario, self.echo.addr);
-        let (outcome, before, after) = self.measure(&spec, None)?;
-        Ok(Measurement::new(outcome, before, after, self.tck))
-    }
-
-    fn via_strait(&self, scenario: &Scenario) -> Result<Measurement, String> {
-        let tag = normalize(scenario.name);
-        let mut proc = strait::StraitProcess::start(
-            &self.opts.strait,
+    fn run(&self, row: Row, scenario: &Scenario, rep: usize) -> Result<Measurement, String> {
+        let peer = match row {
+            Row::Direct => return self.measure(scenario, self.echo.addr, None),
+            Row::Proxy(peer) => peer,
+        };
+        let bin = self
+            .bins
+            .get(peer)
+            .ok_or_else(|| NOT_INSTALLED.to_string())?;
+        let tag = format!("{}-{rep}", normalize(scenario.name));
+        let mut proxy = ProxyProcess::start(
+            &self.rt,
+            peer,
+            bin,
             &self.work_dir,
             &tag,
             self.echo.addr,
-            self.opts.strait_threads,
-            self.opts.upstream_connections,
+            &self.settings,
         )?;
-        let spec = self.spec(scenario, proc.listen);
-        let (outcome, before, after) = self.measure(&spec, Some(proc.pid()))?;
-        let strait_hwm_kib = procstat::status_kib(proc.pid(), "VmHWM");
-        if !proc.alive() {
-            return Err(format!(
-                "strait died during the run; log tail:\n{}",
-                proc.log_tail(20)
+        let translated_before = if peer == Peer::StraitTranslate {
+            Some(load::echo_translated_count(&self.rt, self.echo.addr)?)
+        } else {
+            None
+        };
+        let mut m = self.measure(scenario, proxy.listen, Some(proxy.pid()))?;
+        if let Some(before) = translated_before {
+            // Every request message of the window (and of the warmup before
+            // it) must have reached the backend renamed.
+            let after = load::echo_translated_count(&self.rt, self.echo.addr)?;
+            let seen = after.saturating_sub(before);
+            if seen < m.outcome.calls || m.outcome.calls == 0 {
+                m.fail(format!(
+                    "translation not observed: the backend saw {seen} message(s) with namespace \
+                     {:?} for {} call(s)",
+                    echo::UPSTREAM_NAMESPACE,
+                    m.outcome.calls
+                ));
+            }
+            // And Strait's own count: one rename per request and one per
+            // response.
+            let rewrites = proxy
+                .admin
+                .and_then(|a| peers::metric_sum(a, "strait_rewrite_fields_total"))
+                .unwrap_or(0.0);
+            if rewrites < 2.0 * m.outcome.calls as f64 {
+                m.fail(format!(
+                    "strait_rewrite_fields_total is {rewrites} for {} call(s): not every \
+                     message was translated each way",
+                    m.outcome.calls
+                ));
+            }
+        }
+        m.proxy_log_lines = proxy.log_lines();
+        if !proxy.alive() {
+            m.fail(format!(
+                "{} died during the run; log tail:\n{}",
+                peer.name(),
+                proxy.log_tail(20)
             ));
         }
-        Ok(Measurement {
-            strait_hwm_kib,
-            strait_log_lines: proc.log_lines(),
-            ..Measurement::new(outcome, before, after, self.tck)
-        })
+        Ok(m)
     }
+}
+
+const NOT_INSTALLED: &str = "not installed";
+
+/// Results of one row of one scenario, one entry per repetition.
+struct RowResults {
+    row: Row,
+    runs: Vec<Result<Measurement, String>>,
+}
+
+struct ScenarioResults<'a> {
+    scenario: &'a Scenario,
+    rows: Vec<RowResults>,
 }
 
 fn main() {
@@ -315,11 +540,9 @@ fn main() {
         return;
     }
     let opts = Opts::parse();
-    let work_dir = common::target_dir().join("bench-relay");
+    let target = common::target_dir();
+    let work_dir = target.join("bench-relay");
     std::fs::create_dir_all(&work_dir).expect("creating target/bench-relay");
-    if !opts.direct_only && !opts.strait.exists() {
-        panic!("strait binary {:?} not found", opts.strait);
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.client_threads)
         .thread_name("loadgen")
@@ -327,31 +550,63 @@ fn main() {
         .build()
         .expect("load generator runtime");
     let echo = echo::EchoProcess::spawn(opts.echo_threads).expect("echo backend");
+    let bins = Binaries::find(
+        opts.strait.clone(),
+        opts.nginx.clone(),
+        opts.haproxy.clone(),
+        opts.envoy.clone(),
+        &target,
+    );
+    let descriptors = work_dir.join("bench-descriptors.binpb");
+    peers::write_descriptor_set(&descriptors).expect("writing the bench descriptor set");
+    let settings =
+        peers::Settings::new(opts.strait_threads, opts.upstream_connections, descriptors);
+    for v in bins.versions() {
+        eprintln!("relay bench: {v}");
+    }
     let bench = Bench {
         opts,
         rt,
         echo,
+        bins,
+        settings,
         tck: procstat::clk_tck(),
         work_dir,
     };
 
-    let mut rows = Vec::new();
+    let mut results = Vec::new();
     for scenario in SCENARIOS.iter().filter(|s| bench.opts.selected(s)) {
-        eprintln!("relay bench: {} direct ...", scenario.name);
-        let direct = bench.direct(scenario);
-        eprintln!("  {}", brief(&direct));
-        let via = if bench.opts.direct_only {
-            Err("skipped (--direct-only)".to_string())
-        } else {
-            eprintln!("relay bench: {} via strait ...", scenario.name);
-            let via = bench.via_strait(scenario);
-            eprintln!("  {}", brief(&via));
-            via
-        };
-        rows.push((scenario, direct, via));
+        let rows = &bench.opts.rows;
+        let mut per_row: Vec<RowResults> = rows
+            .iter()
+            .map(|&row| RowResults {
+                row,
+                runs: Vec::new(),
+            })
+            .collect();
+        for rep in 0..bench.opts.reps {
+            for i in 0..rows.len() {
+                let idx = (i + rep) % rows.len();
+                let row = rows[idx];
+                eprintln!(
+                    "relay bench: {} rep {}/{} {} ...",
+                    scenario.name,
+                    rep + 1,
+                    bench.opts.reps,
+                    row.name()
+                );
+                let m = bench.run(row, scenario, rep);
+                eprintln!("  {}", brief(&m));
+                per_row[idx].runs.push(m);
+            }
+        }
+        results.push(ScenarioResults {
+            scenario,
+            rows: per_row,
+        });
     }
 
-    let report = render(&bench, &rows);
+    let report = render(&bench, &results);
     println!("{report}");
     match std::fs::write(&bench.opts.out, &report) {
         Ok(()) => eprintln!("relay bench: written to {}", bench.opts.out.display()),
@@ -361,17 +616,28 @@ fn main() {
 
 fn brief(m: &Result<Measurement, String>) -> String {
     match m {
-        Ok(m) => format!(
-            "{} calls/s, p50/p99 {}, failures {}{}",
-            fmt_rate(m.outcome.calls_per_sec()),
-            fmt_p50_p99(&m.outcome),
-            m.outcome.failures,
-            m.outcome
-                .first_error
-                .as_deref()
-                .map(|e| format!(" (first: {e})"))
-                .unwrap_or_default()
-        ),
+        Ok(m) => {
+            let mut s = format!(
+                "{} calls/s, proxy CPU-s/100k {}",
+                fmt_rate(m.outcome.calls_per_sec()),
+                m.cpu_per_100k()
+                    .map(|c| format!("{c:.2}"))
+                    .unwrap_or_else(|| "–".into()),
+            );
+            if let Some(p) = &m.paced {
+                let _ = write!(
+                    s,
+                    ", fixed rate p50/p99 {} ({} of {} calls)",
+                    fmt_p50_p99(p),
+                    p.calls,
+                    m.paced_due
+                );
+            }
+            if let Some(f) = &m.failure {
+                let _ = write!(s, "; FAILED: {f}");
+            }
+            s
+        }
         Err(e) => format!("FAILED: {e}"),
     }
 }
@@ -389,8 +655,8 @@ fn fmt_rate(r: f64) -> String {
     out
 }
 
-fn fmt_latency(ns: u64) -> String {
-    let us = ns as f64 / 1000.0;
+fn fmt_latency(ns: f64) -> String {
+    let us = ns / 1000.0;
     if us < 1000.0 {
         format!("{us:.0} µs")
     } else {
@@ -400,37 +666,48 @@ fn fmt_latency(ns: u64) -> String {
 
 fn fmt_p50_p99(o: &Outcome) -> String {
     match (o.percentile_ns(0.50), o.percentile_ns(0.99)) {
-        (Some(p50), Some(p99)) => format!("{} / {}", fmt_latency(p50), fmt_latency(p99)),
+        (Some(p50), Some(p99)) => {
+            format!("{} / {}", fmt_latency(p50 as f64), fmt_latency(p99 as f64))
+        }
         _ => "–".to_string(),
     }
 }
 
-fn pct_of_core(cpu_s: Option<f64>, o: &Outcome) -> String {
-    cpu_s
-        .map(|c| format!("{:.0}%", 100.0 * c / o.elapsed.as_secs_f64()))
-        .unwrap_or_else(|| "?".to_string())
+/// Median with min–max of the values, formatted by `f`; "–" when empty.
+fn stat(values: &[f64], f: impl Fn(f64) -> String) -> String {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return "–".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    if n == 1 {
+        f(median)
+    } else {
+        format!("{} ({}–{})", f(median), f(v[0]), f(v[n - 1]))
+    }
 }
 
-type Row<'a> = (
-    &'a Scenario,
-    Result<Measurement, String>,
-    Result<Measurement, String>,
-);
-
-fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
+fn render(bench: &Bench, results: &[ScenarioResults<'_>]) -> String {
     let o = &bench.opts;
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
     let mut r = String::new();
-    let _ = writeln!(r, "## Strait relay benchmark\n");
+    let _ = writeln!(r, "## Relay benchmark: Strait and peers\n");
     let _ = writeln!(
         r,
-        "Loopback, {cpus} CPUs; strait `{}` with worker_threads = {}, {} upstream connection(s); \
-         {} client connection(s); load generator {} thread(s), echo backend {} thread(s) \
-         (separate processes); {} s window after {} s warmup per run; a bidi \"call\" is one \
-         message round trip on a long-lived ping-pong stream.\n",
-        common::git_describe().unwrap_or_else(|| "?".into()),
+        "Machine: {}. Loopback; every proxy a fresh process per run with one worker thread \
+         (Strait `worker_threads = {}`, {} upstream connection(s)); {} client connection(s); \
+         load generator {} thread(s), echo backend {} thread(s) (separate processes); \
+         {} s window after {} s warmup per run, {} repetition(s) in rotated row order; \
+         latency from an open-loop phase of {} s at {} calls/s (100 B) and {} calls/s \
+         (64 KiB) over {} slots, measured from each call's scheduled time. A bidi \
+         \"call\" is one message round trip on a long-lived ping-pong stream. Cells: median \
+         (min–max) over the runs that did not fail.\n",
+        common::machine(),
         o.strait_threads,
         o.upstream_connections,
         o.connections,
@@ -438,136 +715,191 @@ fn render(bench: &Bench, rows: &[Row<'_>]) -> String {
         o.echo_threads,
         o.seconds,
         o.warmup,
+        o.reps,
+        o.latency_seconds,
+        o.rate_small,
+        o.rate_large,
+        o.latency_slots,
     );
-    let _ = writeln!(
-        r,
-        "| scenario | direct calls/s | strait calls/s | ratio | p50/p99 direct | p50/p99 strait | strait CPU-s per 100k calls | strait peak RSS |"
-    );
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (s, direct, via) in rows {
-        let d_rate = direct.as_ref().ok().map(|m| m.outcome.calls_per_sec());
-        let v_rate = via.as_ref().ok().map(|m| m.outcome.calls_per_sec());
-        let cell_rate = |m: &Result<Measurement, String>| match m {
-            Ok(m) => {
-                let bad = m.outcome.failures + m.outcome.stuck as u64;
-                let rate = fmt_rate(m.outcome.calls_per_sec());
-                if bad > 0 {
-                    format!("{rate} ({bad} failed)")
-                } else {
-                    rate
-                }
-            }
-            Err(_) => "failed".into(),
-        };
-        let ratio = match (d_rate, v_rate) {
-            (Some(d), Some(v)) if d > 0.0 => format!("{:.2}", v / d),
-            _ => "–".into(),
-        };
-        let lat = |m: &Result<Measurement, String>| {
-            m.as_ref()
-                .map(|m| fmt_p50_p99(&m.outcome))
-                .unwrap_or_else(|_| "–".into())
-        };
-        let cpu100k = via
-            .as_ref()
-            .ok()
-            .and_then(|m| Some((m.strait_cpu_s?, m.outcome.calls)))
-            .filter(|(_, calls)| *calls > 0)
-            .map(|(cpu, calls)| format!("{:.2}", cpu / calls as f64 * 100_000.0))
-            .unwrap_or_else(|| "–".into());
-        let rss = via
-            .as_ref()
-            .ok()
-            .and_then(|m| m.strait_hwm_kib)
-            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "–".into());
-        let _ = writeln!(
-            r,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            s.name,
-            cell_rate(direct),
-            if o.direct_only {
-                "–".into()
-            } else {
-                cell_rate(via)
-            },
-            ratio,
-            lat(direct),
-            lat(via),
-            cpu100k,
-            rss
-        );
+    let _ = writeln!(r, "Versions:\n");
+    for v in bench.bins.versions() {
+        let _ = writeln!(r, "- {v}");
     }
-
+    let _ = writeln!(r);
     let _ = writeln!(
         r,
-        "\nDetails (CPU as % of one core over the window; \"other load\" is every other \
-         process on the machine, e.g. concurrent builds; when it is high the run is noisy):\n"
+        "| scenario | row | calls/s | × direct | proxy CPU-s per 100k calls | p50 at fixed rate | p99 at fixed rate | proxy peak RSS | failed runs | other load |"
     );
-    let _ = writeln!(
-        r,
-        "| scenario | streams × conns | calls direct / strait | failures direct / strait | strait CPU | loadgen CPU direct / strait | echo CPU direct / strait | other load direct / strait |"
-    );
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
-    for (s, direct, via) in rows {
-        let conc = o.concurrency.unwrap_or(s.concurrency);
-        let calls = |m: &Result<Measurement, String>| {
-            m.as_ref()
-                .map(|m| m.outcome.calls.to_string())
-                .unwrap_or_else(|_| "–".into())
-        };
-        let fails = |m: &Result<Measurement, String>| match m {
-            Ok(m) if m.outcome.stuck > 0 => {
-                format!("{} (+{} stuck)", m.outcome.failures, m.outcome.stuck)
+    for sr in results {
+        let s = sr.scenario;
+        let direct_rates: Vec<Option<f64>> = sr
+            .rows
+            .iter()
+            .find(|rr| rr.row == Row::Direct)
+            .map(|rr| {
+                rr.runs
+                    .iter()
+                    .map(|m| match m {
+                        Ok(m) if m.failure.is_none() => Some(m.outcome.calls_per_sec()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for rr in &sr.rows {
+            if rr
+                .runs
+                .iter()
+                .all(|m| matches!(m, Err(e) if e == NOT_INSTALLED))
+            {
+                let _ = writeln!(
+                    r,
+                    "| {} | {} | not installed | | | | | | | |",
+                    s.name,
+                    rr.row.name()
+                );
+                continue;
             }
-            Ok(m) => m.outcome.failures.to_string(),
-            Err(e) if e.starts_with("skipped") => "–".into(),
-            Err(_) => "run failed".into(),
-        };
-        let pct = |m: &Result<Measurement, String>, f: fn(&Measurement) -> Option<f64>| {
-            m.as_ref()
-                .map(|m| pct_of_core(f(m), &m.outcome))
-                .unwrap_or_else(|_| "–".into())
-        };
-        let _ = writeln!(
-            r,
-            "| {} | {} × {} | {} / {} | {} / {} | {} | {} / {} | {} / {} | {} / {} |",
-            s.name,
-            conc,
-            o.connections,
-            calls(direct),
-            calls(via),
-            fails(direct),
-            fails(via),
-            pct(via, |m| m.strait_cpu_s),
-            pct(direct, |m| m.loadgen_cpu_s),
-            pct(via, |m| m.loadgen_cpu_s),
-            pct(direct, |m| m.echo_cpu_s),
-            pct(via, |m| m.echo_cpu_s),
-            pct(direct, |m| m.other_cpu_s),
-            pct(via, |m| m.other_cpu_s),
-        );
-        for (which, m) in [("direct", direct), ("strait", via)] {
-            match m {
-                Ok(m) => {
-                    if let Some(e) = &m.outcome.first_error {
-                        notes.push(format!("{} {which}: first error: {e}", s.name));
-                    }
-                    if m.strait_log_lines > 0 {
+            let ok: Vec<(usize, &Measurement)> = rr
+                .runs
+                .iter()
+                .enumerate()
+                .filter_map(|(rep, m)| match m {
+                    Ok(m) if m.failure.is_none() => Some((rep, m)),
+                    _ => None,
+                })
+                .collect();
+            let failed = rr.runs.len() - ok.len();
+            for (rep, m) in rr.runs.iter().enumerate() {
+                let why = match m {
+                    Ok(m) => m.failure.clone(),
+                    Err(e) => Some(e.clone()),
+                };
+                if let Some(why) = why {
+                    notes.push(format!(
+                        "{} {} rep {}: {why}",
+                        s.name,
+                        rr.row.name(),
+                        rep + 1
+                    ));
+                }
+                if let Ok(m) = m {
+                    if m.proxy_log_lines > 0 {
                         notes.push(format!(
-                            "{} {which}: strait logged {} line(s) at warn+, see {}",
+                            "{} {} rep {}: the proxy logged {} line(s) at warning level or \
+                             above (see {})",
                             s.name,
-                            m.strait_log_lines,
+                            rr.row.name(),
+                            rep + 1,
+                            m.proxy_log_lines,
                             bench.work_dir.display()
                         ));
                     }
+                    if let Some(p) = &m.paced {
+                        let late = p.elapsed.as_secs_f64() > o.latency_seconds * 1.2 + 0.5;
+                        if p.calls < m.paced_due || late {
+                            notes.push(format!(
+                                "{} {} rep {}: fixed rate not sustained: {} of {} calls in \
+                                 {:.1} s (scheduled over {} s)",
+                                s.name,
+                                rr.row.name(),
+                                rep + 1,
+                                p.calls,
+                                m.paced_due,
+                                p.elapsed.as_secs_f64(),
+                                o.latency_seconds
+                            ));
+                        }
+                    }
                 }
-                Err(e) if e.starts_with("skipped") => {}
-                Err(e) => notes.push(format!("{} {which}: {e}", s.name)),
             }
+            let vals = |f: &dyn Fn(usize, &Measurement) -> Option<f64>| -> Vec<f64> {
+                ok.iter().filter_map(|&(rep, m)| f(rep, m)).collect()
+            };
+            let rate = vals(&|_, m| Some(m.outcome.calls_per_sec()));
+            let ratio = vals(&|rep, m| {
+                let d = direct_rates.get(rep).copied().flatten()?;
+                (d > 0.0).then(|| m.outcome.calls_per_sec() / d)
+            });
+            let cpu = vals(&|_, m| m.cpu_per_100k());
+            let p50 = vals(&|_, m| m.paced.as_ref()?.percentile_ns(0.50).map(|n| n as f64));
+            let p99 = vals(&|_, m| m.paced.as_ref()?.percentile_ns(0.99).map(|n| n as f64));
+            let rss = vals(&|_, m| m.proxy_hwm_kib.map(|k| k as f64 / 1024.0));
+            let other =
+                vals(&|_, m| Some(100.0 * m.other_cpu_s? / m.outcome.elapsed.as_secs_f64()));
+            let is_direct = rr.row == Row::Direct;
+            let _ = writeln!(
+                r,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+                s.name,
+                rr.row.name(),
+                stat(&rate, fmt_rate),
+                if is_direct {
+                    "1.00".into()
+                } else {
+                    stat(&ratio, |x| format!("{x:.2}"))
+                },
+                if is_direct {
+                    "–".into()
+                } else {
+                    stat(&cpu, |x| format!("{x:.2}"))
+                },
+                stat(&p50, fmt_latency),
+                stat(&p99, fmt_latency),
+                if is_direct {
+                    "–".into()
+                } else {
+                    stat(&rss, |x| format!("{x:.1} MiB"))
+                },
+                failed,
+                rr.runs.len(),
+                stat(&other, |x| format!("{x:.0}%")),
+            );
         }
     }
+    let _ = writeln!(
+        r,
+        "\n\"× direct\" compares each run with the direct run of the same repetition. \
+         \"other load\" is the CPU used by every other process on the machine during the \
+         window (e.g. concurrent builds), in % of one core: when it is high the run is noisy.\n"
+    );
+    let _ = writeln!(
+        r,
+        "Where the CPU went (median % of one core over the window: load generator / echo \
+         backend / proxy):\n"
+    );
+    let _ = writeln!(r, "| scenario | row | loadgen | echo | proxy |");
+    let _ = writeln!(r, "|---|---|---:|---:|---:|");
+    for sr in results {
+        for rr in &sr.rows {
+            let pct = |f: fn(&Measurement) -> Option<f64>| {
+                let v: Vec<f64> = rr
+                    .runs
+                    .iter()
+                    .filter_map(|m| m.as_ref().ok())
+                    .filter(|m| m.failure.is_none())
+                    .filter_map(|m| Some(100.0 * f(m)? / m.outcome.elapsed.as_secs_f64()))
+                    .collect();
+                stat(&v, |x| format!("{x:.0}%"))
+            };
+            let _ = writeln!(
+                r,
+                "| {} | {} | {} | {} | {} |",
+                sr.scenario.name,
+                rr.row.name(),
+                pct(|m| m.loadgen_cpu_s),
+                pct(|m| m.echo_cpu_s),
+                if rr.row == Row::Direct {
+                    "–".into()
+                } else {
+                    pct(|m| m.proxy_cpu_s)
+                },
+            );
+        }
+    }
+    notes.retain(|n| !n.ends_with(NOT_INSTALLED));
     if !notes.is_empty() {
         let _ = writeln!(r, "\nNotes:\n");
         for n in notes {

@@ -50,3 +50,18 @@ pub fn system_busy_ticks() -> Option<u64> {
     let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
     Some(total - idle)
 }
+
+/// This process's soft limit on open files (`Max open files` in
+/// `/proc/self/limits`); children inherit it.
+#[allow(dead_code)] // not every bench uses every helper
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
+#[allow(dead_code)] // not every bench uses every helper
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}

@@ -47,3 +47,21 @@ pub fn git_describe() -> Option<String> {
         .unwrap_or(false);
     Some(if dirty { format!("{s}-dirty") } else { s })
 }
+
+/// "<CPU model>, N CPUs, Linux <release>" from /proc.
+#[allow(dead_code)] // not every bench uses every helper
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == "model name").then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{model}, {cpus} CPUs, Linux {}", kernel.trim())
+}

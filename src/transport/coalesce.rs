@@ -89,7 +89,11 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_buffer(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_buffer(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if self.buffered() + len > WRITE_BUFFER_BYTES {
             ready!(self.poll_drain(cx))?;
@@ -230,15 +234,24 @@ mod tests {
         let (waker, count) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut io = Pin::new(&mut io);
-        assert!(matches!(io.as_mut().poll_write(&mut cx, b"abc"), Poll::Ready(Ok(3))));
+        assert!(matches!(
+            io.as_mut().poll_write(&mut cx, b"abc"),
+            Poll::Ready(Ok(3))
+        ));
         assert!(io.as_mut().poll_flush(&mut cx).is_pending());
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         // More bytes arrived: deferred again.
-        assert!(matches!(io.as_mut().poll_write(&mut cx, b"def"), Poll::Ready(Ok(3))));
+        assert!(matches!(
+            io.as_mut().poll_write(&mut cx, b"def"),
+            Poll::Ready(Ok(3))
+        ));
         assert!(io.as_mut().poll_flush(&mut cx).is_pending());
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         // Nothing new: the flush goes through.
-        assert!(matches!(io.as_mut().poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert!(matches!(
+            io.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
         assert_eq!(io.buffered(), 0);
     }
 
@@ -251,7 +264,10 @@ mod tests {
         let mut io = Pin::new(&mut io);
         let chunk = vec![1u8; FLUSH_AT_BYTES];
         assert!(io.as_mut().poll_write(&mut cx, &chunk).is_ready());
-        assert!(matches!(io.as_mut().poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert!(matches!(
+            io.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
     }
 
