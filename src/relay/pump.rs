@@ -269,6 +269,11 @@ async fn pump_messages(
                     if complete && gathered.is_empty() {
                         whole = Some(body);
                     } else {
+                        if gathered.is_empty() {
+                            // A message in pieces: room for all of it at once (the decoder has
+                            // checked its length against the limit), not growth by doubling.
+                            gathered.reserve(header.map_or(0, |h| h.len as usize));
+                        }
                         gathered.extend_from_slice(&body);
                     }
                 }
