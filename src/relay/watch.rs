@@ -130,7 +130,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
 /// Follows frame boundaries across writes of any size.
 #[derive(Default)]
-struct Scanner {
+pub struct Scanner {
     head: [u8; HEADER_LEN],
     head_len: usize,
     /// Payload bytes of the current frame still to come (0 while reading a frame header).
@@ -144,7 +144,8 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn scan(&mut self, mut bytes: &[u8], accepted: u32, report: &mut impl FnMut(Violation)) {
+    /// Scans the next bytes h2 wrote; `accepted` is the highest stream the application accepted.
+    pub fn scan(&mut self, mut bytes: &[u8], accepted: u32, report: &mut impl FnMut(Violation)) {
         while !bytes.is_empty() {
             if self.remaining == 0 {
                 let take = (HEADER_LEN - self.head_len).min(bytes.len());
