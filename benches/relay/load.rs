@@ -118,6 +118,30 @@ impl WorkerOut {
 }
 
 impl Outcome {
+    /// Waits for every worker until `deadline`; a worker still running then counts as stuck.
+    async fn collect(
+        &mut self,
+        workers: Vec<tokio::task::JoinHandle<WorkerOut>>,
+        deadline: tokio::time::Instant,
+    ) {
+        let outcome = self;
+        for mut handle in workers {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(out)) => outcome.absorb(out),
+                Ok(Err(join_err)) => {
+                    outcome.failures += 1;
+                    outcome
+                        .first_error
+                        .get_or_insert(format!("worker panicked: {join_err}"));
+                }
+                Err(_) => {
+                    handle.abort();
+                    outcome.stuck += 1;
+                }
+            }
+        }
+    }
+
     fn absorb(&mut self, out: WorkerOut) {
         self.calls += out.calls;
         self.failures += out.failures;
@@ -180,21 +204,7 @@ pub fn run<S>(
             ..Outcome::default()
         };
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        for mut handle in workers {
-            match tokio::time::timeout_at(deadline, &mut handle).await {
-                Ok(Ok(out)) => outcome.absorb(out),
-                Ok(Err(join_err)) => {
-                    outcome.failures += 1;
-                    outcome
-                        .first_error
-                        .get_or_insert(format!("worker panicked: {join_err}"));
-                }
-                Err(_) => {
-                    handle.abort();
-                    outcome.stuck += 1;
-                }
-            }
-        }
+        outcome.collect(workers, deadline).await;
         for driver in drivers {
             driver.abort();
         }
@@ -526,21 +536,7 @@ pub fn run_fixed_rate(
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + duration + DRAIN_TIMEOUT;
         let mut outcome = Outcome::default();
-        for mut handle in workers {
-            match tokio::time::timeout_at(deadline, &mut handle).await {
-                Ok(Ok(out)) => outcome.absorb(out),
-                Ok(Err(join_err)) => {
-                    outcome.failures += 1;
-                    outcome
-                        .first_error
-                        .get_or_insert(format!("worker panicked: {join_err}"));
-                }
-                Err(_) => {
-                    handle.abort();
-                    outcome.stuck += 1;
-                }
-            }
-        }
+        outcome.collect(workers, deadline).await;
         outcome.elapsed = started.elapsed();
         for driver in drivers {
             driver.abort();
