@@ -9,6 +9,9 @@
 //! The Temporal version a set was dumped from is kept next to it, in a text file of the same stem
 //! with the extension `.version` (`temporal.binpb` → `temporal.version`), written by
 //! `strait descriptors dump`. A set without one reports its version as unknown.
+//!
+//! A pure relay never needs the pool, only the service and method names (for metric labels):
+//! [`method_names`] reads just those from the set's bytes.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,11 @@ pub enum DescriptorError {
     },
     #[error("{origin}: no service {service} (a descriptor set for Strait must define {})", REQUIRED_SERVICES.join(", "))]
     MissingService { origin: Origin, service: String },
+    #[error("{origin}: not a valid FileDescriptorSet: {source}")]
+    DecodeNames {
+        origin: Origin,
+        source: prost::DecodeError,
+    },
     #[error("{}: not a version (expected one short line such as \"1.32.0\")", .path.display())]
     BadVersion { path: PathBuf },
     #[error("{}: a descriptor set may not itself end in .version", .path.display())]
@@ -146,6 +154,17 @@ impl Descriptors {
         &self.origin
     }
 
+    /// Every service's full name and method names.
+    pub fn method_names(&self) -> MethodNames {
+        self.pool
+            .services()
+            .map(|s| {
+                let methods = s.methods().map(|m| m.name().to_owned()).collect();
+                (s.full_name().to_owned(), methods)
+            })
+            .collect()
+    }
+
     pub fn summary(&self) -> Summary {
         let mut services: Vec<ServiceSummary> = self
             .pool
@@ -170,6 +189,78 @@ impl Descriptors {
                 .count(),
             enums: self.pool.all_enums().count(),
         }
+    }
+}
+
+/// (full service name, method names) of every service of a set.
+pub type MethodNames = Vec<(String, Vec<String>)>;
+
+/// Just enough of `google.protobuf.FileDescriptorSet` to list services and methods: prost skips
+/// every other field by its length, so nothing else is decoded or kept.
+mod names_only {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct FileDescriptorSet {
+        #[prost(message, repeated, tag = "1")]
+        pub file: Vec<FileDescriptorProto>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct FileDescriptorProto {
+        #[prost(string, optional, tag = "2")]
+        pub package: Option<String>,
+        #[prost(message, repeated, tag = "6")]
+        pub service: Vec<ServiceDescriptorProto>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct ServiceDescriptorProto {
+        #[prost(string, optional, tag = "1")]
+        pub name: Option<String>,
+        #[prost(message, repeated, tag = "2")]
+        pub method: Vec<MethodDescriptorProto>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct MethodDescriptorProto {
+        #[prost(string, optional, tag = "1")]
+        pub name: Option<String>,
+    }
+}
+
+/// The service and method names of a serialized set, without building a [`DescriptorPool`].
+pub fn method_names_of(bytes: &[u8], origin: &Origin) -> Result<MethodNames, DescriptorError> {
+    let set =
+        <names_only::FileDescriptorSet as prost::Message>::decode(bytes).map_err(|source| {
+            DescriptorError::DecodeNames {
+                origin: origin.clone(),
+                source,
+            }
+        })?;
+    let mut names = Vec::new();
+    for file in set.file {
+        let package = file.package.unwrap_or_default();
+        for service in file.service {
+            let name = service.name.unwrap_or_default();
+            let full_name = if package.is_empty() {
+                name
+            } else {
+                format!("{package}.{name}")
+            };
+            let methods = service.method.into_iter().filter_map(|m| m.name).collect();
+            names.push((full_name, methods));
+        }
+    }
+    Ok(names)
+}
+
+/// The service and method names of the embedded set, or of the file's when `path` is given.
+pub fn method_names(path: Option<&Path>) -> Result<MethodNames, DescriptorError> {
+    match path {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|source| DescriptorError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            method_names_of(&bytes, &Origin::File(path.to_owned()))
+        }
+        None => method_names_of(EMBEDDED, &Origin::Embedded),
     }
 }
 
@@ -334,6 +425,24 @@ mod tests {
         );
         assert!(text.contains("temporal.server.api.adminservice.v1.AdminService: "));
         assert_eq!(embedded().unwrap().files().len(), summary.files);
+    }
+
+    #[test]
+    fn names_only_decoding_lists_what_the_pool_lists() {
+        let sorted = |mut names: MethodNames| {
+            names.iter_mut().for_each(|(_, methods)| methods.sort());
+            names.sort();
+            names
+        };
+        let from_pool = sorted(Descriptors::embedded().unwrap().method_names());
+        let light = sorted(method_names(None).unwrap());
+        assert_eq!(light, from_pool);
+        for service in REQUIRED_SERVICES {
+            let (_, methods) = light.iter().find(|(name, _)| name == service).unwrap();
+            assert!(methods.len() > 10, "{service}: {methods:?}");
+        }
+        let err = method_names_of(b"\x0a\xff\xff\xff\xff\x0f", &Origin::Embedded).unwrap_err();
+        assert!(matches!(err, DescriptorError::DecodeNames { .. }), "{err}");
     }
 
     fn temp_dir(name: &str) -> PathBuf {

@@ -183,7 +183,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
 
     // Descriptors and rewrite plans only when something edits anything: a pure relay never
-    // decodes a descriptor.
+    // builds a descriptor pool.
     let mut rewriters: HashMap<&str, Option<Arc<Rewriter>>> = HashMap::new();
     let translating = config.listeners.iter().any(|l| !l.translate.is_empty())
         || config.cluster_connections.iter().any(|c| {
@@ -208,7 +208,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             rewriters.insert(listener.name.as_str(), rewriter);
         }
     }
-    let labeler = Arc::new(MethodLabeler::default());
+    // Metric labels are the names the descriptor set defines; a pure relay reads only the names.
+    let method_names = match &descriptors {
+        Some(descriptors) => descriptors.method_names(),
+        None => descriptor_set::method_names(config.descriptors.file.as_deref())
+            .map_err(|e| StartError::Descriptors(Box::new(e)))?,
+    };
+    let labeler = Arc::new(MethodLabeler::new(method_names));
 
     let mut scope = None;
     let mut link_addresses = Vec::new();

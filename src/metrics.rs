@@ -1,6 +1,7 @@
 //! Every metric name in one place, the Prometheus recorder, and cached handles so the hot path does no
 //! registry lookups. Names follow `strait_<noun>_<unit>[_total]`; label values come from small fixed
-//! sets (listener and upstream names from the config, bounded method labels, gRPC code names).
+//! sets (listener and upstream names from the config, service and method names the descriptor set
+//! defines, gRPC code names).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -291,7 +292,7 @@ impl ViolationCounters {
 }
 
 /// (service, method) labels of a cached `MethodMetrics`.
-type MethodKey = (&'static str, Arc<str>);
+type MethodKey = (Arc<str>, Arc<str>);
 
 /// Handles for one listener, created once.
 pub struct ListenerMetrics {
@@ -366,9 +367,9 @@ impl ListenerMetrics {
             .increment(1);
     }
 
-    /// Handles for one method on this listener (cached; the set of labels is bounded upstream).
+    /// Handles for one method on this listener (cached; the labeler's set of labels is fixed).
     pub fn method(&self, labels: &MethodLabels) -> Arc<MethodMetrics> {
-        let key = (labels.service, Arc::clone(&labels.method));
+        let key = (Arc::clone(&labels.service), Arc::clone(&labels.method));
         let mut methods = match self.methods.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -376,7 +377,7 @@ impl ListenerMetrics {
         Arc::clone(methods.entry(key).or_insert_with(|| {
             Arc::new(MethodMetrics::new(
                 &self.name,
-                labels.service,
+                &labels.service,
                 &labels.method,
             ))
         }))
@@ -391,7 +392,7 @@ pub struct MethodMetrics {
 }
 
 impl MethodMetrics {
-    fn new(listener: &str, service: &'static str, method: &str) -> Self {
+    fn new(listener: &str, service: &str, method: &str) -> Self {
         let labels = [
             ("listener", listener.to_owned()),
             ("service", service.to_owned()),

@@ -892,3 +892,143 @@ async fn an_upstream_goaway_moves_new_calls_to_a_new_connection_while_old_calls_
     assert_eq!(reply.messages[0], Bytes::from_static(b"long poll"));
     assert!(proxy.shutdown().await);
 }
+
+/// `/metrics` lines (series) that carry one of `listeners`' labels.
+fn series_of(metrics: &str, listeners: &[&str]) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            listeners
+                .iter()
+                .any(|l| line.contains(&format!("listener=\"{l}\"")))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn methods_the_descriptor_set_does_not_know_are_labelled_other_and_add_no_series() {
+    // Label values come from what clients send: a flood of invented method names on one listener
+    // must neither grow /metrics nor push real methods, on any listener, into `other`.
+    const WORKFLOW: &str = "/temporal.api.workflowservice.v1.WorkflowService";
+    let backend = Backend::start().await;
+    let text = format!(
+        r#"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "backend"
+        address = "{}"
+        [[listener]]
+        name = "labels-flood"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        [[listener]]
+        name = "labels-quiet"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        "#,
+        backend.addr
+    );
+    let proxy = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    wait_ready(&proxy).await;
+    let listeners = ["labels-flood", "labels-quiet"];
+    let flood = connect(proxy.listener_addr("labels-flood").unwrap()).await;
+    let quiet = connect(proxy.listener_addr("labels-quiet").unwrap()).await;
+    let call = |client: &h2::client::SendRequest<Bytes>, path: String| {
+        let client = client.clone();
+        async move {
+            let reply = unary(&client, grpc_request(&path), b"x").await.unwrap();
+            assert_eq!(reply.status(), 0, "{path}: {}", reply.message());
+        }
+    };
+    // One call of each shape first, so every series the flood could add a code to exists.
+    call(&flood, format!("{WORKFLOW}/GetSystemInfo")).await;
+    call(&flood, format!("{WORKFLOW}/Bogus")).await;
+    call(&flood, "/evil.Service/Bogus".to_owned()).await;
+    let (_, before) = http_get(proxy.admin_addr(), "/metrics").await;
+    let before = series_of(&before, &listeners);
+
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let flood = flood.clone();
+        workers.spawn(async move {
+            for i in (worker..2100).step_by(8) {
+                let reply = unary(&flood, grpc_request(&format!("{WORKFLOW}/Bogus{i}")), b"x")
+                    .await
+                    .unwrap();
+                assert_eq!(reply.status(), 0, "Bogus{i}: {}", reply.message());
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.unwrap();
+    }
+    // Real methods called after the flood, on both listeners, keep their names.
+    call(&flood, format!("{WORKFLOW}/DescribeNamespace")).await;
+    call(&quiet, format!("{WORKFLOW}/StartWorkflowExecution")).await;
+
+    let (_, after) = http_get(proxy.admin_addr(), "/metrics").await;
+    let after = series_of(&after, &listeners);
+    let names = |series: &[String]| {
+        series
+            .iter()
+            .map(|line| {
+                line.rsplit_once(' ')
+                    .map_or(line.as_str(), |(name, _)| name)
+            })
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let added: Vec<_> = names(&after).difference(&names(&before)).cloned().collect();
+    println!(
+        "series of the two listeners: {} before the flood, {} after ({} added)",
+        before.len(),
+        after.len(),
+        added.len()
+    );
+    let method = |name: &str| format!("method=\"{name}\"");
+    for line in &added {
+        assert!(
+            line.contains(&method("DescribeNamespace"))
+                || line.contains(&method("StartWorkflowExecution")),
+            "the flood added a series: {line}"
+        );
+    }
+    assert!(!after.iter().any(|l| l.contains("Bogus")), "a Bogus label");
+    let calls = |listener: &str, method: &str| {
+        after.iter().any(|l| {
+            l.starts_with("strait_calls_total{")
+                && l.contains(&format!("listener=\"{listener}\""))
+                && l.contains(&format!(
+                    "service=\"temporal.api.workflowservice.v1.WorkflowService\""
+                ))
+                && l.contains(&format!("method=\"{method}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    assert!(calls("labels-flood", "DescribeNamespace"), "{after:#?}");
+    assert!(
+        calls("labels-quiet", "StartWorkflowExecution"),
+        "{after:#?}"
+    );
+    // The 2,101 bogus calls of the known service are counted under `other`.
+    assert!(
+        after.iter().any(|l| l.starts_with("strait_calls_total{")
+            && l.contains("listener=\"labels-flood\"")
+            && l.contains("service=\"temporal.api.workflowservice.v1.WorkflowService\"")
+            && l.contains("method=\"other\"")
+            && l.ends_with(" 2101")),
+        "{after:#?}"
+    );
+    assert!(
+        after.iter().any(|l| l.starts_with("strait_calls_total{")
+            && l.contains("listener=\"labels-flood\"")
+            && l.contains("service=\"other\"")
+            && l.contains("method=\"other\"")
+            && l.ends_with(" 1")),
+        "{after:#?}"
+    );
+    assert!(proxy.shutdown().await);
+}

@@ -1,21 +1,28 @@
 //! Method paths (`/package.Service/Method`) and their bounded metric labels.
+//!
+//! Label values come from what clients send, so only names the loaded descriptor set defines (plus
+//! the standard health and reflection services) are used as labels; everything else is `other`.
+//! The set is fixed at startup and nothing a client sends adds to it.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Services Strait knows by name; anything else is labelled `other` in metrics.
-const KNOWN_SERVICES: &[&str] = &[
-    "temporal.api.workflowservice.v1.WorkflowService",
-    "temporal.api.operatorservice.v1.OperatorService",
-    "temporal.server.api.adminservice.v1.AdminService",
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
+/// Standard gRPC services clients and tools call on a Temporal frontend, which a Temporal
+/// descriptor set does not define (their methods, from grpc-proto).
+const STANDARD_SERVICES: &[(&str, &[&str])] = &[
+    ("grpc.health.v1.Health", &["Check", "Watch", "List"]),
+    (
+        "grpc.reflection.v1.ServerReflection",
+        &["ServerReflectionInfo"],
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        &["ServerReflectionInfo"],
+    ),
 ];
 
-/// Distinct (service, method) label pairs kept before further ones become `other`: label values
-/// come from clients, so their number must be bounded.
-const MAX_METHOD_LABELS: usize = 2048;
+/// The label of every service or method not known by name.
+pub(crate) const OTHER: &str = "other";
 
 /// Splits `/package.Service/Method`.
 pub fn split_path(path: &str) -> Option<(&str, &str)> {
@@ -27,64 +34,111 @@ pub fn split_path(path: &str) -> Option<(&str, &str)> {
     Some((service, method))
 }
 
-/// The (service, method) metric labels of a path, from a bounded set.
+/// The (service, method) metric labels of a path, from a fixed set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodLabels {
-    pub service: &'static str,
+    pub service: Arc<str>,
     pub method: Arc<str>,
 }
 
-#[derive(Default)]
+/// One known service: its label and its methods' labels.
+#[derive(Debug)]
+struct KnownService {
+    name: Arc<str>,
+    methods: HashMap<Box<str>, Arc<str>>,
+}
+
+/// Maps a call's path to its labels. Immutable after construction: no lock on the hot path.
+#[derive(Debug)]
 pub struct MethodLabeler {
-    seen: Mutex<HashSet<(usize, Arc<str>)>>,
+    services: HashMap<Box<str>, KnownService>,
+    other: Arc<str>,
+}
+
+impl Default for MethodLabeler {
+    /// Only the standard services (health, reflection) known.
+    fn default() -> Self {
+        Self::new(std::iter::empty::<(String, Vec<String>)>())
+    }
 }
 
 impl MethodLabeler {
+    /// A labeler knowing `services` (full service name, method names) and the standard services.
+    pub fn new<S, M>(services: impl IntoIterator<Item = (S, M)>) -> Self
+    where
+        S: AsRef<str>,
+        M: IntoIterator,
+        M::Item: AsRef<str>,
+    {
+        let mut labeler = Self {
+            services: HashMap::new(),
+            other: Arc::from(OTHER),
+        };
+        let standard = STANDARD_SERVICES
+            .iter()
+            .map(|(service, methods)| (*service, methods.iter().copied()));
+        for (service, methods) in standard {
+            labeler.add(service, methods);
+        }
+        for (service, methods) in services {
+            labeler.add(service.as_ref(), methods);
+        }
+        labeler
+    }
+
+    fn add<M>(&mut self, service: &str, methods: M)
+    where
+        M: IntoIterator,
+        M::Item: AsRef<str>,
+    {
+        let entry = self
+            .services
+            .entry(Box::from(service))
+            .or_insert_with(|| KnownService {
+                name: Arc::from(service),
+                methods: HashMap::new(),
+            });
+        for method in methods {
+            let method = method.as_ref();
+            entry
+                .methods
+                .entry(Box::from(method))
+                .or_insert_with(|| Arc::from(method));
+        }
+    }
+
+    /// Distinct (service, method) labels this labeler can give, `other` ones included.
+    #[cfg(test)]
+    fn label_count(&self) -> usize {
+        // Each service's methods and its `other`, plus (other, other).
+        self.services
+            .values()
+            .map(|s| s.methods.len() + 1)
+            .sum::<usize>()
+            + 1
+    }
+
     pub fn labels(&self, path: &str) -> MethodLabels {
         let other = || MethodLabels {
-            service: "other",
-            method: Arc::from("other"),
+            service: Arc::clone(&self.other),
+            method: Arc::clone(&self.other),
         };
         let Some((service, method)) = split_path(path) else {
             return other();
         };
-        let Some(index) = KNOWN_SERVICES.iter().position(|known| *known == service) else {
+        let Some(known) = self.services.get(service) else {
             return other();
         };
-        let plausible = method.len() <= 64
-            && method
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !plausible {
-            return other();
-        }
-        let Ok(mut seen) = self.seen.lock() else {
-            return other();
-        };
-        let key = (index, Arc::<str>::from(method));
-        if let Some((_, existing)) = seen.get(&key) {
-            return MethodLabels {
-                service: KNOWN_SERVICES[index],
-                method: Arc::clone(existing),
-            };
-        }
-        if seen.len() >= MAX_METHOD_LABELS {
-            return MethodLabels {
-                service: KNOWN_SERVICES[index],
-                method: Arc::from("other"),
-            };
-        }
-        let method = Arc::clone(&key.1);
-        seen.insert(key);
         MethodLabels {
-            service: KNOWN_SERVICES[index],
-            method,
+            service: Arc::clone(&known.name),
+            method: Arc::clone(known.methods.get(method).unwrap_or(&self.other)),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -96,23 +150,36 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_bounded() {
-        let labeler = MethodLabeler::default();
-        let l = labeler
-            .labels("/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution");
-        assert_eq!(l.service, "temporal.api.workflowservice.v1.WorkflowService");
-        assert_eq!(&*l.method, "StartWorkflowExecution");
-        assert_eq!(labeler.labels("/evil.Service/X").service, "other");
+    fn only_known_services_and_methods_are_labelled_by_name() {
+        const WORKFLOW: &str = "temporal.api.workflowservice.v1.WorkflowService";
+        let labeler = MethodLabeler::new([(WORKFLOW, ["StartWorkflowExecution"])]);
+        let labels = |path: &str| {
+            let l = labeler.labels(path);
+            (l.service.to_string(), l.method.to_string())
+        };
+        let pair = |s: &str, m: &str| (s.to_owned(), m.to_owned());
         assert_eq!(
-            &*labeler.labels("/grpc.health.v1.Health/a-b").method,
-            "other"
+            labels(&format!("/{WORKFLOW}/StartWorkflowExecution")),
+            pair(WORKFLOW, "StartWorkflowExecution")
         );
-        for i in 0..MAX_METHOD_LABELS + 10 {
-            labeler.labels(&format!("/grpc.health.v1.Health/M{i}"));
+        assert_eq!(labels(&format!("/{WORKFLOW}/Bogus")), pair(WORKFLOW, OTHER));
+        assert_eq!(labels("/evil.Service/X"), pair(OTHER, OTHER));
+        assert_eq!(labels("not a path"), pair(OTHER, OTHER));
+        assert_eq!(
+            labels("/grpc.health.v1.Health/Check"),
+            pair("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            labels("/grpc.health.v1.Health/a-b"),
+            pair("grpc.health.v1.Health", OTHER)
+        );
+        // Nothing a client sends is learnt.
+        let count = labeler.label_count();
+        for i in 0..5000 {
+            labeler.labels(&format!("/{WORKFLOW}/M{i}"));
+            labeler.labels(&format!("/s{i}.S/M"));
         }
-        assert_eq!(
-            &*labeler.labels("/grpc.health.v1.Health/Fresh").method,
-            "other"
-        );
+        assert_eq!(labeler.label_count(), count);
+        assert_eq!(labels(&format!("/{WORKFLOW}/M7")), pair(WORKFLOW, OTHER));
     }
 }
