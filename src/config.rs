@@ -1178,6 +1178,121 @@ mod tests {
         assert!(acl.allowed_namespaces.is_none());
     }
 
+    /// A config with every kind of address key; `{KEY}` placeholders are filled by the test.
+    const ADDRESSES: &str = r#"
+        [admin]
+        listen = "{admin.listen}"
+        [[upstream]]
+        name = "temporal"
+        address = "{upstream[0].address}"
+        [[listener]]
+        name = "clients"
+        listen = "{listener[0].listen}"
+        upstream = "temporal"
+        [[cluster_connection]]
+        name = "tcp"
+        local = { listen = "{cluster_connection[0].local.listen}", upstream = "{cluster_connection[0].local.upstream}", advertised_address = "{cluster_connection[0].local.advertised_address}" }
+        remote = { mode = "tcp", listen = "{cluster_connection[0].remote.listen}", address = "{cluster_connection[0].remote.address}" }
+        [[cluster_connection]]
+        name = "mux-client"
+        local = { listen = "127.0.0.1:7311", upstream = "127.0.0.1:7233" }
+        remote = { mode = "mux-client", address = "{cluster_connection[1].remote.address}" }
+        [[cluster_connection]]
+        name = "mux-server"
+        local = { listen = "127.0.0.1:7312", upstream = "127.0.0.1:7233" }
+        remote = { mode = "mux-server", listen = "{cluster_connection[2].remote.listen}" }
+    "#;
+
+    /// Address keys of [`ADDRESSES`]: dialled (host:port) or bound (ip:port), with a valid value.
+    const ADDRESS_KEYS: [(&str, bool, &str); 9] = [
+        ("admin.listen", false, "127.0.0.1:9464"),
+        ("upstream[0].address", true, "127.0.0.1:7233"),
+        ("listener[0].listen", false, "127.0.0.1:7234"),
+        (
+            "cluster_connection[0].local.listen",
+            false,
+            "127.0.0.1:7301",
+        ),
+        (
+            "cluster_connection[0].local.upstream",
+            true,
+            "127.0.0.1:7233",
+        ),
+        (
+            "cluster_connection[0].local.advertised_address",
+            true,
+            "strait:7301",
+        ),
+        (
+            "cluster_connection[0].remote.listen",
+            false,
+            "127.0.0.1:7401",
+        ),
+        (
+            "cluster_connection[0].remote.address",
+            true,
+            "127.0.0.1:7402",
+        ),
+        (
+            "cluster_connection[2].remote.listen",
+            false,
+            "127.0.0.1:7400",
+        ),
+    ];
+
+    fn with_address(key: &str, value: &str) -> String {
+        let mut text = ADDRESSES.replace(&format!("{{{key}}}"), value);
+        for (other, _, valid) in ADDRESS_KEYS {
+            text = text.replace(&format!("{{{other}}}"), valid);
+        }
+        text.replace("{cluster_connection[1].remote.address}", "127.0.0.1:7400")
+    }
+
+    #[test]
+    fn addresses_strait_could_not_use_are_refused_with_their_key() {
+        let mut keys = ADDRESS_KEYS.map(|(key, dial, _)| (key, dial)).to_vec();
+        keys.push(("cluster_connection[1].remote.address", true));
+        Config::parse(&with_address("", "")).unwrap();
+        for (key, dial) in keys {
+            for bad in [
+                "http://127.0.0.1:7233",
+                "[::1:7233",
+                "::1:7233",
+                "a b:7233",
+                "host/x:7233",
+                "127.0.0.1",
+                "127.0.0.1:",
+                "127.0.0.1:65536",
+                "",
+            ] {
+                let err = Config::parse(&with_address(key, bad)).unwrap_err();
+                let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+                assert_eq!(keys, [key], "{key} = {bad:?}: {err}");
+                assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+            }
+            let good: &[&str] = if dial {
+                &[
+                    "127.0.0.1:7233",
+                    "[::1]:7233",
+                    "localhost:7233",
+                    "temporal.example.com:7233",
+                ]
+            } else {
+                // Listeners bind: an IP address (port 0: any free port).
+                &["127.0.0.1:7999", "[::1]:7999", "0.0.0.0:0"]
+            };
+            for good in good {
+                if let Err(err) = Config::parse(&with_address(key, good)) {
+                    panic!("{key} = {good:?}: {err}");
+                }
+            }
+            if !dial {
+                let err = Config::parse(&with_address(key, "localhost:7999")).unwrap_err();
+                assert_eq!(err.problems()[0].key, key, "{err}");
+            }
+        }
+    }
+
     #[test]
     fn mux_client_backoff_has_defaults_and_is_checked() {
         let link = |extra: &str| {

@@ -30,19 +30,67 @@ pub enum ConnectError {
     Config(#[from] tls::TlsError),
 }
 
-/// Splits `host:port` (`[v6]:port` too), checking the port.
+/// Longest DNS name (RFC 1035), and longest label of one.
+const MAX_HOST_LEN: usize = 253;
+const MAX_LABEL_LEN: usize = 63;
+
+/// Splits and checks a dialable `host:port`: the host is an IPv4 address, a bracketed IPv6
+/// address (`[::1]:7233`) or a DNS name; the port is 1-65535 in decimal. Anything else (a scheme, a
+/// path, spaces, an unbracketed IPv6 address) is refused here, so that `strait check` refuses what
+/// the dialer could not use.
 pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{address:?} is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{address:?} has an invalid port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
-        return Err(format!("{address:?} needs a host and a non-zero port"));
+    let invalid = |why: &str| {
+        Err(format!(
+            "{address:?} is not host:port ({why}; e.g. \"127.0.0.1:7233\", \"[::1]:7233\" or \"temporal.example.com:7233\")"
+        ))
+    };
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let Some((v6, port)) = rest.split_once("]:") else {
+            return invalid("an IPv6 address needs a closing ] followed by :port");
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return invalid("not an IPv6 address inside [ ]");
+        }
+        (v6, port)
+    } else {
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return invalid("no :port");
+        };
+        if host.contains(':') {
+            return invalid("an IPv6 address must be in brackets, a URL is not an address");
+        }
+        if host.is_empty() {
+            return invalid("no host");
+        }
+        if !is_dns_name(host) {
+            return invalid("the host is neither an IP address nor a DNS name");
+        }
+        (host, port)
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return invalid("the port must be a decimal number");
     }
-    Ok((host.to_owned(), port))
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok((host.to_owned(), port)),
+        _ => invalid("the port must be between 1 and 65535"),
+    }
+}
+
+/// A DNS name or an IPv4 address in dotted form (which has the shape of one): labels of letters,
+/// digits, '-' and '_', not starting or ending with '-'; one trailing dot allowed.
+fn is_dns_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= MAX_HOST_LEN
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= MAX_LABEL_LEN
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The TLS server name for an upstream: `tls.server_name`, else the host of `address`.
@@ -153,9 +201,39 @@ mod tests {
             split_host_port("temporal.example:443").unwrap(),
             ("temporal.example".into(), 443)
         );
-        assert!(split_host_port("nohost").is_err());
-        assert!(split_host_port("host:0").is_err());
-        assert!(split_host_port(":80").is_err());
-        assert!(split_host_port("host:99999").is_err());
+        assert_eq!(
+            split_host_port("localhost:7233").unwrap(),
+            ("localhost".into(), 7233)
+        );
+        assert_eq!(
+            split_host_port("temporal_1.internal.:7233").unwrap(),
+            ("temporal_1.internal.".into(), 7233)
+        );
+        for bad in [
+            "nohost",
+            "host:0",
+            ":80",
+            "host:99999",
+            "host:+80",
+            "host:",
+            "http://127.0.0.1:7233",
+            "[::1:7233",
+            "[::1]7233",
+            "[nothost]:7233",
+            "::1:7233",
+            "a b:7233",
+            "host/x:7233",
+            "-host:7233",
+            "a..b:7233",
+            ".:7233",
+            "host:7233 ",
+        ] {
+            let err = split_host_port(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        let long_label = format!("{}.example:7233", "a".repeat(64));
+        assert!(split_host_port(&long_label).is_err());
+        let long_name = format!("{}a:7233", "a.".repeat(127));
+        assert!(split_host_port(&long_name).is_err());
     }
 }
