@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::{Result, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,19 +98,25 @@ fn main() -> ExitCode {
 }
 
 /// Prints what a valid configuration will run: upstreams, listeners, the descriptor set and, for each
-/// translating listener, how many methods have messages to edit.
+/// translating listener, how many methods have messages to edit. Output may go to a pipe that
+/// closes early (`| head`): that ends the output quietly, it is no error of the check.
 fn check(path: &std::path::Path, config: &Config) -> ExitCode {
-    println!("{}: OK", path.display());
+    finish(write_check(&mut std::io::stdout().lock(), path, config))
+}
+
+fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) -> Result<ExitCode> {
+    writeln!(out, "{}: OK", path.display())?;
     for upstream in &config.upstreams {
         let tls = if upstream.tls.is_some() {
             "TLS"
         } else {
             "plaintext"
         };
-        println!(
+        writeln!(
+            out,
             "  upstream {:?} -> {} ({tls}, {} connection(s))",
             upstream.name, upstream.address, upstream.connections
-        );
+        )?;
     }
     let descriptors = match strait::descriptor_set::Descriptors::embedded_or_load(
         config.descriptors.file.as_deref(),
@@ -117,7 +124,7 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
         Ok(descriptors) => descriptors,
         Err(err) => {
             eprintln!("{}: descriptors: {err}", path.display());
-            return ExitCode::from(2);
+            return Ok(ExitCode::from(2));
         }
     };
     let mut plans = strait::rewrite::PlanCache::default();
@@ -127,14 +134,15 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
             Some(_) => "TLS",
             None => "h2c",
         };
-        println!(
+        writeln!(
+            out,
             "  listener {:?} on {} ({tls}) -> upstream {:?}",
             listener.name, listener.listen, listener.upstream
-        );
+        )?;
         let Some(rewriter) =
             strait::rewrite::Rewriter::new(&listener.translate, descriptors.pool(), &mut plans)
         else {
-            println!("    pass-through: no translation");
+            writeln!(out, "    pass-through: no translation")?;
             continue;
         };
         let translate = &listener.translate;
@@ -148,13 +156,14 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
                 responses += usize::from(response.is_some());
             }
         }
-        println!(
+        writeln!(
+            out,
             "    translates {} namespace(s), search attributes for {} namespace(s), UTF-8 repair {}; \
              edits requests of {requests} and responses of {responses} of {methods} methods",
             translate.namespaces.len(),
             translate.search_attributes.len(),
             if translate.repair_utf8 { "on" } else { "off" },
-        );
+        )?;
     }
     for connection in &config.cluster_connections {
         let remote = match &connection.remote {
@@ -177,16 +186,18 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
                 if tls.is_some() { " (mutual TLS)" } else { "" }
             ),
         };
-        println!(
+        writeln!(
+            out,
             "  cluster connection {:?}: local cluster dials {}, frontend {}; remote {remote}",
             connection.name, connection.local.listen, connection.local.upstream
-        );
+        )?;
         if let Some(acl) = &connection.acl {
             let namespaces = match &acl.allowed_namespaces {
                 Some(names) => format!("namespaces {names:?}"),
                 None => "every namespace".to_owned(),
             };
-            println!(
+            writeln!(
+                out,
                 "    acl: methods {:?}, {namespaces}, for calls from the remote{}",
                 acl.allowed_methods,
                 if acl.apply_to_local {
@@ -194,15 +205,18 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
                 } else {
                     ""
                 }
-            );
+            )?;
         }
         if let Some(address) = &connection.local.advertised_address {
-            println!("    advertises {address} in AddOrUpdateRemoteCluster calls from the remote");
+            writeln!(
+                out,
+                "    advertises {address} in AddOrUpdateRemoteCluster calls from the remote"
+            )?;
         }
     }
-    println!("  admin on {}", config.admin.listen);
-    println!("  {}", descriptors.summary());
-    ExitCode::SUCCESS
+    writeln!(out, "  admin on {}", config.admin.listen)?;
+    writeln!(out, "  {}", descriptors.summary())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn descriptors(command: DescriptorsCommand) -> ExitCode {
@@ -210,22 +224,7 @@ fn descriptors(command: DescriptorsCommand) -> ExitCode {
     match command {
         DescriptorsCommand::Show { file, fields } => {
             match Descriptors::embedded_or_load(file.as_deref()) {
-                Ok(set) => {
-                    println!("{}", set.summary());
-                    if fields {
-                        let classification = strait::rewrite::plan::classify(set.pool());
-                        for (message, field, kind) in &classification.edited {
-                            println!("edit   {message}.{field}: {kind:?}");
-                        }
-                        for (message, field, reason) in &classification.left_alone {
-                            println!("leave  {message}.{field}: {reason}");
-                        }
-                        for (message, field) in &classification.unclassified {
-                            println!("UNCLASSIFIED {message}.{field}");
-                        }
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(set) => finish(show(&mut std::io::stdout().lock(), &set, fields)),
                 Err(err) => {
                     eprintln!("{err}");
                     ExitCode::from(2)
@@ -273,19 +272,58 @@ fn descriptors(command: DescriptorsCommand) -> ExitCode {
                     });
             match written {
                 Ok(set) => {
-                    println!(
-                        "dumped from {address} over {} (server version {})",
-                        dump.protocol.trim_start_matches('/'),
-                        dump.server_version.as_deref().unwrap_or("unknown")
-                    );
-                    println!("{}", set.summary());
-                    ExitCode::SUCCESS
+                    let mut out = std::io::stdout().lock();
+                    finish(
+                        writeln!(
+                            out,
+                            "dumped from {address} over {} (server version {})\n{}",
+                            dump.protocol.trim_start_matches('/'),
+                            dump.server_version.as_deref().unwrap_or("unknown"),
+                            set.summary()
+                        )
+                        .map(|()| ExitCode::SUCCESS),
+                    )
                 }
                 Err(err) => {
                     eprintln!("descriptors dump from {address}: {err}");
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Prints a descriptor set's summary and, with `fields`, how each field is handled.
+fn show(
+    out: &mut impl Write,
+    set: &strait::descriptor_set::Descriptors,
+    fields: bool,
+) -> Result<ExitCode> {
+    writeln!(out, "{}", set.summary())?;
+    if fields {
+        let classification = strait::rewrite::plan::classify(set.pool());
+        for (message, field, kind) in &classification.edited {
+            writeln!(out, "edit   {message}.{field}: {kind:?}")?;
+        }
+        for (message, field, reason) in &classification.left_alone {
+            writeln!(out, "leave  {message}.{field}: {reason}")?;
+        }
+        for (message, field) in &classification.unclassified {
+            writeln!(out, "UNCLASSIFIED {message}.{field}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a command whose output went to stdout. A reader that went away (`| head`)
+/// only ends the output: `println!` would panic on that broken pipe.
+fn finish(written: Result<ExitCode>) -> ExitCode {
+    match written.and_then(|code| std::io::stdout().flush().map(|()| code)) {
+        Ok(code) => code,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cannot write the output: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -122,6 +122,56 @@ fn check_and_run_report_every_problem_and_bind_nothing() {
 }
 
 #[test]
+fn check_and_run_refuse_an_upstream_url_naming_the_key() {
+    // `check` once accepted what the dialer refused: every address is validated fully.
+    for address in ["http://127.0.0.1:7233", "::1:7233", "host/x:7233"] {
+        let path = temp_config(
+            "url",
+            &format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n[[upstream]]\nname = \"t\"\naddress = \"{address}\"\n\
+                 [[listener]]\nname = \"c\"\nlisten = \"127.0.0.1:0\"\nupstream = \"t\"\n"
+            ),
+        );
+        for command in ["check", "run"] {
+            let out = strait()
+                .args([command, "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{command} {address}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("upstream[0].address") && err.contains(address),
+                "{command} {address}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn output_to_a_pipe_closed_early_ends_quietly() {
+    // `strait check ... | head -1`: the reader goes away; println! would panic on the broken pipe.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
+    for args in [
+        &["check", "--config", config][..],
+        &["descriptors", "show", "--fields"][..],
+    ] {
+        let mut child = strait()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closing the only read end before the child writes: its every write fails with EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn unknown_key_is_named_with_its_path() {
     let path = temp_config("unknown", "[admin]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
     let out = strait()
