@@ -31,6 +31,7 @@ use crate::relay::upstream::{Dialer, UpstreamPool};
 use crate::relay::ListenerContext;
 use crate::rewrite::FieldOverride;
 use crate::rewrite::{PlanCache, Rewriter};
+use crate::telemetry::warn_limited;
 use crate::transport::connect::Connector;
 use crate::transport::listen::Listener;
 use crate::transport::mux::{spawn_session, Role, SessionSet};
@@ -241,7 +242,7 @@ pub async fn start_link(
                             accepted = listener.accept() => match accepted {
                                 Ok(pair) => pair,
                                 Err(err) => {
-                                    warn!(error = %err, "mux accept failed");
+                                    warn_limited!(error = %err, "mux accept failed");
                                     tokio::time::sleep(Duration::from_millis(50)).await;
                                     continue;
                                 }
@@ -259,7 +260,7 @@ pub async fn start_link(
                                     info!(%peer, "mux session accepted");
                                     accepted.add(spawn_session(io, Role::Server, inbound, stop));
                                 }
-                                Err(err) => warn!(%peer, error = %err, "mux peer refused"),
+                                Err(err) => warn_limited!(%peer, error = %err, "mux peer refused"),
                             }
                         });
                     }

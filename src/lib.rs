@@ -132,6 +132,8 @@ impl Running {
         self.stop_background.cancel();
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
+        // Whatever rate-limited lines were dropped and not reported yet.
+        telemetry::report_suppressed(true);
         drained
     }
 }
@@ -253,6 +255,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 () = metrics::upkeep(handle) => {}
+            }
+        });
+    }
+    {
+        let stop = stop_background.clone();
+        background.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                () = telemetry::report_suppressed_periodically() => {}
             }
         });
     }

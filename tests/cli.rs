@@ -271,3 +271,58 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(logs.lines().all(|line| line.starts_with('{')), "{logs}");
     assert!(logs.contains("SIGTERM received"), "{logs}");
 }
+
+#[test]
+fn pretty_logs_to_a_pipe_have_no_colour_codes() {
+    let (admin, listen, upstream) = (free_port(), free_port(), free_port());
+    let path = temp_config(
+        "plain",
+        &format!(
+            r#"
+            [admin]
+            listen = "127.0.0.1:{admin}"
+            [[upstream]]
+            name = "up"
+            address = "127.0.0.1:{upstream}"
+            [[listener]]
+            name = "clients"
+            listen = "127.0.0.1:{listen}"
+            upstream = "up"
+            "#
+        ),
+    );
+    let mut child = strait()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(admin, "/livez").is_none() {
+        assert!(Instant::now() < deadline, "admin never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "strait did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut logs = Vec::new();
+    child.stderr.take().unwrap().read_to_end(&mut logs).unwrap();
+    let text = String::from_utf8_lossy(&logs);
+    // Levels and an upstream WARN (nothing listens there) were written, in plain text.
+    assert!(
+        text.contains(" INFO ") && text.contains("SIGTERM received"),
+        "{text}"
+    );
+    assert!(
+        !logs.contains(&0x1b),
+        "ESC in logs written to a pipe: {text:?}"
+    );
+}

@@ -438,3 +438,148 @@ async fn a_message_split_into_one_byte_frames_is_gathered_and_edited() {
     assert_eq!(namespaces, vec!["orders-prod", "elsewhere"]);
     assert!(proxy.shutdown().await);
 }
+
+/// A port that was free a moment ago (for a `strait run` process, whose config needs fixed ports).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn http_status(port: u16, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    Some(text)
+}
+
+#[tokio::test]
+async fn invalid_queries_in_bulk_write_a_bounded_number_of_plain_log_lines() {
+    // One WARN line per bad request would let any client fill the disk: each site writes at most
+    // 10 lines per 10 s (the README's figure) and then reports how many it suppressed. Logs to a
+    // file carry no colour codes.
+    const CALLS: usize = 300;
+    const BURST: usize = 10;
+    let backend = Backend::start().await;
+    let (admin, listen) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("strait-log-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("strait.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [admin]
+            listen = "127.0.0.1:{admin}"
+            [[upstream]]
+            name = "backend"
+            address = "{}"
+            [[listener]]
+            name = "translating"
+            listen = "127.0.0.1:{listen}"
+            upstream = "backend"
+            [listener.translate]
+            search_attributes = {{ "orders" = {{ "CustomerId" = "OrderCustomer" }} }}
+            "#,
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("strait.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http_status(admin, "/readyz").await;
+        if ready.is_some_and(|text| text.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("strait not ready in time");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let client = connect(format!("127.0.0.1:{listen}").parse().unwrap()).await;
+    let mut request = DynamicMessage::new(desc(&format!("{WS}.ListWorkflowExecutionsRequest")));
+    request.set_field_by_name("namespace", Value::String("orders".into()));
+    request.set_field_by_name("query", Value::String("CustomerId = 'unterminated".into()));
+    let body = request.encode_to_vec();
+    for i in 0..CALLS {
+        let path = format!("{SERVICE}/ListWorkflowExecutions");
+        let reply = unary(&client, grpc_request(&path), &body).await.unwrap();
+        assert_eq!(reply.status(), 3, "call {i}: {}", reply.message());
+        assert!(
+            reply.message().contains("unterminated"),
+            "{}",
+            reply.message()
+        );
+    }
+    let elapsed = started.elapsed();
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("strait did not exit after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+    let log = std::fs::read(&log_path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!log.contains(&0x1b), "colour codes in a log file");
+    let log = String::from_utf8(log).unwrap();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("message could not be edited"))
+        .count();
+    let suppressed: usize = log
+        .lines()
+        .filter(|l| l.contains("call.rs"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("suppressed ")?;
+            rest.strip_suffix(" similar messages")
+                .or_else(|| rest.split_once(" similar messages").map(|(n, _)| n))?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    // Windows of 10 s the flood can have touched.
+    let windows = 1 + elapsed.as_secs() as usize / 10 + 1;
+    println!("{CALLS} bad queries in {elapsed:?}: {logged} lines, {suppressed} suppressed");
+    assert!(
+        logged >= 1 && logged <= BURST * windows,
+        "{logged} lines:\n{log}"
+    );
+    assert_eq!(
+        logged + suppressed,
+        CALLS,
+        "every line written or counted:\n{log}"
+    );
+    assert!(log.contains("SIGTERM received"), "{log}");
+}

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::pump::{pump_body, BodyEnd, Counters, Edits, PumpError};
 use super::ListenerContext;
@@ -24,6 +24,7 @@ use crate::metrics::RelayErrorKind;
 use crate::rewrite::compression::{CompressionError, Encoding};
 use crate::rewrite::walker::{EditError, EditStats};
 use crate::rewrite::{status_details, Direction, MessageEditor, RewriteError, Rewriter};
+use crate::telemetry::warn_limited;
 
 /// Grace after a call's own deadline before the proxy ends it: the upstream normally answers
 /// DEADLINE_EXCEEDED itself, and its answer is the better one.
@@ -452,7 +453,7 @@ fn fail_call(
             }
         }
         CallError::UpstreamFailed(err) => {
-            warn!(error = %err, "upstream failed during the call");
+            warn_limited!(error = %err, "upstream failed during the call");
             ctx.metrics.relay_error(RelayErrorKind::UpstreamFailed);
             upstream_send.send_reset(Reason::CANCEL);
             let status = Status::new(
@@ -487,7 +488,7 @@ fn fail_call(
                 RewriteError::Compression(CompressionError::Unsupported(_)) => Code::Unimplemented,
                 _ => Code::Internal,
             };
-            warn!(error = %err, side, "message could not be edited; call failed");
+            warn_limited!(error = %err, side, "message could not be edited; call failed");
             let status = Status::new(
                 code,
                 format!("strait could not edit the {side} message: {err}"),
@@ -519,7 +520,7 @@ fn fail_call(
             if code == Code::PermissionDenied {
                 debug!(error = %err, "request denied");
             } else {
-                warn!(error = %err, side, "message could not be checked; call failed");
+                warn_limited!(error = %err, side, "message could not be checked; call failed");
             }
             let status = Status::new(code, err.to_string());
             client.fail(&status);
@@ -542,7 +543,7 @@ fn fail_call(
                     ),
                 ),
             };
-            warn!(message = %status.message, "call stalled; ended");
+            warn_limited!(message = %status.message, "call stalled; ended");
             client.fail(&status);
             status.code
         }

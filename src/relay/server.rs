@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info_span, Instrument};
 
 use super::call::relay_call;
 use super::pump::SEND_STALL_TIMEOUT;
 use super::watch::{ConnWatch, Watched};
 use super::ListenerContext;
 use crate::metrics::{CloseReason, RefusalKind};
+use crate::telemetry::warn_limited;
 use crate::transport::coalesce::Coalescing;
 use crate::transport::listen::Listener;
 use crate::transport::BoxIo;
@@ -56,7 +57,7 @@ pub async fn serve_listener(
             Ok(pair) => pair,
             Err(err) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                warn!(listener = %ctx.name, error = %err, "accept failed");
+                warn_limited!(listener = %ctx.name, error = %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -18,9 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::BoxIo;
+use crate::telemetry::warn_limited;
 
 /// Outbound-open requests waiting for a session's driver.
 const OPEN_BACKLOG: usize = 64;
@@ -274,7 +275,7 @@ impl SessionSet {
                     match session.open(left.max(Duration::from_millis(1))).await {
                         Ok(stream) => return Ok(stream),
                         Err(err) => {
-                            warn!(session = session.id(), error = %err, "could not open a mux stream");
+                            warn_limited!(session = session.id(), error = %err, "could not open a mux stream");
                             last = err;
                         }
                     }
