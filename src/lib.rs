@@ -141,6 +141,9 @@ impl Running {
 /// Binds every listener and the admin port, starts the upstream pools, and serves until `shutdown`.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let prometheus = metrics::install();
+    for (key, warning) in transport::validity::warnings(config, transport::validity::now()) {
+        warn!(%key, "{warning}");
+    }
     let lifecycle = Lifecycle {
         drain: CancellationToken::new(),
         abort: CancellationToken::new(),

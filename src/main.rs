@@ -106,6 +106,11 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
 
 fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) -> Result<ExitCode> {
     writeln!(out, "{}: OK", path.display())?;
+    // Valid, but a certificate out of its dates (or nearly) is refused by peers: say so loudly.
+    let now = strait::transport::validity::now();
+    for (key, warning) in strait::transport::validity::warnings(config, now) {
+        eprintln!("{}: warning: {key}: {warning}", path.display());
+    }
     for upstream in &config.upstreams {
         let tls = if upstream.tls.is_some() {
             "TLS"
@@ -139,6 +144,12 @@ fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) ->
             "  listener {:?} on {} ({tls}) -> upstream {:?}",
             listener.name, listener.listen, listener.upstream
         )?;
+        if let Some(tls) = &listener.tls {
+            match strait::transport::validity::expiry(&tls.cert) {
+                Ok(date) => writeln!(out, "    certificate valid until {date}")?,
+                Err(err) => writeln!(out, "    certificate: {err}")?,
+            }
+        }
         let Some(rewriter) =
             strait::rewrite::Rewriter::new(&listener.translate, descriptors.pool(), &mut plans)
         else {

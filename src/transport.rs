@@ -1,11 +1,13 @@
-//! Bytes in and out: accepting client connections (`listen`), dialing upstreams (`connect`) and the
-//! rustls configurations both use (`tls`). Everything above this layer sees one boxed byte stream.
+//! Bytes in and out: accepting client connections (`listen`), dialing upstreams (`connect`), the
+//! rustls configurations both use (`tls`) and certificate validity dates (`validity`). Everything
+//! above this layer sees one boxed byte stream.
 
 pub mod coalesce;
 pub mod connect;
 pub mod listen;
 pub mod mux;
 pub mod tls;
+pub mod validity;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 

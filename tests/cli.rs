@@ -272,8 +272,82 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(logs.contains("SIGTERM received"), "{logs}");
 }
 
+fn cert(name: &str) -> String {
+    format!("{}/tests/fixtures/certs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 #[test]
-fn pretty_logs_to_a_pipe_have_no_colour_codes() {
+fn check_warns_about_certificates_out_of_their_dates() {
+    let tls = |name: &str| {
+        format!(
+            "{{ cert = \"{}\", key = \"{}\" }}",
+            cert(&format!("{name}.pem")),
+            cert(&format!("{name}-key.pem"))
+        )
+    };
+    let path = temp_config(
+        "dates",
+        &format!(
+            r#"
+            [admin]
+            listen = "127.0.0.1:0"
+            [[upstream]]
+            name = "up"
+            address = "127.0.0.1:7233"
+            [[listener]]
+            name = "expired"
+            listen = "127.0.0.1:0"
+            upstream = "up"
+            tls = {}
+            [[listener]]
+            name = "future"
+            listen = "127.0.0.1:0"
+            upstream = "up"
+            tls = {}
+            [[listener]]
+            name = "good"
+            listen = "127.0.0.1:0"
+            upstream = "up"
+            tls = {}
+            "#,
+            tls("expired"),
+            tls("not-yet-valid"),
+            tls("server")
+        ),
+    );
+    let out = strait()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    // A valid configuration still: the warnings go to stderr, the dates to the listing.
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains("listener[0].tls.cert")
+            && warnings[0].contains("expired.pem")
+            && warnings[0].contains("expired 2001-01-01 00:00:00 UTC (notAfter)"),
+        "{err}"
+    );
+    assert!(
+        warnings[1].contains("listener[1].tls.cert")
+            && warnings[1].contains("not valid before 2090-01-01 00:00:00 UTC")
+            && warnings[1].contains("2100-01-01 00:00:00 UTC (notAfter)"),
+        "{err}"
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("certificate valid until 2001-01-01 00:00:00 UTC")
+            && listing.contains("certificate valid until 2100-01-01 00:00:00 UTC"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn pretty_logs_to_a_pipe_have_no_colour_codes_and_startup_warns_of_an_expired_certificate() {
+    // The listener's certificate expired: startup warns (and still serves).
     let (admin, listen, upstream) = (free_port(), free_port(), free_port());
     let path = temp_config(
         "plain",
@@ -288,7 +362,10 @@ fn pretty_logs_to_a_pipe_have_no_colour_codes() {
             name = "clients"
             listen = "127.0.0.1:{listen}"
             upstream = "up"
-            "#
+            tls = {{ cert = "{}", key = "{}" }}
+            "#,
+            cert("expired.pem"),
+            cert("expired-key.pem")
         ),
     );
     let mut child = strait()
