@@ -512,4 +512,48 @@ mod tests {
             utc(server.not_after)
         );
     }
+
+    /// Prints `seconds` as a GeneralizedTime and parses it back (the fuzz target's invariant).
+    fn round_trips(seconds: i64) -> bool {
+        let mut text: String = utc(seconds).chars().filter(char::is_ascii_digit).collect();
+        text.push('Z');
+        text.len() == 15 && parse_time(GENERALIZED_TIME, text.as_bytes()) == Some(seconds)
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Certificates with bytes overwritten: an error or real times, never a panic.
+        #[test]
+        fn mutated_certificates_never_panic(
+            seed in 0usize..3,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let name = ["server.pem", "expired.pem", "not-yet-valid.pem"][seed];
+            let mut der = fixture(name);
+            for (at, byte) in edits {
+                let at = at % der.len();
+                der[at] = byte;
+            }
+            der.truncate(cut % (der.len() + 1));
+            if let Ok(v) = validity(&der) {
+                prop_assert!(round_trips(v.not_before) && round_trips(v.not_after));
+            }
+        }
+
+        #[test]
+        fn any_valid_time_round_trips(digits in "[0-9]{14}", utc_form in any::<bool>()) {
+            let (tag, text) = if utc_form {
+                (UTC_TIME, format!("{}Z", &digits[2..]))
+            } else {
+                (GENERALIZED_TIME, format!("{digits}Z"))
+            };
+            if let Some(seconds) = parse_time(tag, text.as_bytes()) {
+                prop_assert!(round_trips(seconds), "{}", text);
+            }
+        }
+    }
 }
