@@ -252,20 +252,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .collect(),
         links,
     });
-    if let Some(handle) = prometheus.clone() {
-        let stop = stop_background.clone();
-        background.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                () = metrics::upkeep(handle) => {}
-            }
-        });
-    }
     {
-        let stop = stop_background.clone();
+        // One housekeeping task: metrics upkeep and the report of rate-limited log lines.
+        let (stop, handle) = (stop_background.clone(), prometheus.clone());
         background.spawn(async move {
+            let upkeep = async move {
+                match handle {
+                    Some(handle) => metrics::upkeep(handle).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.cancelled() => {}
+                () = upkeep => {}
                 () = telemetry::report_suppressed_periodically() => {}
             }
         });

@@ -1001,9 +1001,7 @@ async fn methods_the_descriptor_set_does_not_know_are_labelled_other_and_add_no_
         after.iter().any(|l| {
             l.starts_with("strait_calls_total{")
                 && l.contains(&format!("listener=\"{listener}\""))
-                && l.contains(&format!(
-                    "service=\"temporal.api.workflowservice.v1.WorkflowService\""
-                ))
+                && l.contains("service=\"temporal.api.workflowservice.v1.WorkflowService\"")
                 && l.contains(&format!("method=\"{method}\""))
                 && l.ends_with(" 1")
         })
