@@ -29,15 +29,15 @@ pub struct Readiness {
     pub listeners_bound: AtomicBool,
     pub draining: AtomicBool,
     /// The `[[upstream]]` pools, in configuration order.
-    pub upstreams: Vec<GatedUpstream>,
+    pub(crate) upstreams: Vec<GatedUpstream>,
     /// The cluster connections, in configuration order.
     pub links: Vec<LinkStatus>,
 }
 
 /// An `[[upstream]]` pool and its `gate_readiness`.
-pub struct GatedUpstream {
-    pub pool: Arc<UpstreamPool>,
-    pub gates: bool,
+pub(crate) struct GatedUpstream {
+    pub(crate) pool: Arc<UpstreamPool>,
+    pub(crate) gates: bool,
 }
 
 /// How one check stands: `Warn` is a check that is down but does not decide readiness.

@@ -58,9 +58,9 @@ pub struct LinkStatus {
     /// streams of the mux link.
     pub remote_pool: Arc<UpstreamPool>,
     /// `local.gate_readiness`: a local side that is down makes /readyz 503.
-    pub gate_local: bool,
+    pub(crate) gate_local: bool,
     /// `remote.gate_readiness`: remote sessions or connections that are down make /readyz 503.
-    pub gate_remote: bool,
+    pub(crate) gate_remote: bool,
 }
 
 /// How the remote side is reached, with the mux sessions where there are any.

@@ -111,8 +111,15 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
             "plaintext"
         };
         println!(
-            "  upstream {:?} -> {} ({tls}, {} connection(s))",
-            upstream.name, upstream.address, upstream.connections
+            "  upstream {:?} -> {} ({tls}, {} connection(s){})",
+            upstream.name,
+            upstream.address,
+            upstream.connections,
+            if upstream.gate_readiness {
+                ", gates readiness"
+            } else {
+                ""
+            }
         );
     }
     let descriptors = match strait::descriptor_set::Descriptors::embedded_or_load(
@@ -199,6 +206,16 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
                     ""
                 }
             );
+        }
+        let gated: Vec<&str> = [
+            (connection.local.gate_readiness, "local"),
+            (connection.remote.gates_readiness(), "remote"),
+        ]
+        .into_iter()
+        .filter_map(|(gates, side)| gates.then_some(side))
+        .collect();
+        if !gated.is_empty() {
+            println!("    gates readiness on its {} side", gated.join(" and "));
         }
         if let Some(address) = &connection.local.advertised_address {
             println!("    advertises {address} in AddOrUpdateRemoteCluster calls from the remote");

@@ -135,7 +135,7 @@ fn describe() {
 
 /// Publishes the /readyz verdict and each check's state; called just before /metrics is rendered.
 /// Check names come from the configuration (upstream and link names), so the set is bounded.
-pub fn readiness(ready: bool, checks: &[(&str, bool, bool)]) {
+pub(crate) fn readiness(ready: bool, checks: &[(&str, bool, bool)]) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     for &(check, gates, ok) in checks {
         let gates = if gates { "true" } else { "false" };

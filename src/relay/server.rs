@@ -1,6 +1,7 @@
 //! The server side: the accept loop of one listener (connection limit, TLS handshake on the
 //! connection's own task) and each client connection's HTTP/2 driver, which spawns one task per call,
-//! closes idle connections and, on shutdown, sends GOAWAY and keeps serving until its calls drain.
+//! closes idle connections and, on shutdown, sends GOAWAY and keeps serving until its calls drain;
+//! when the grace period is over, its calls end themselves with UNAVAILABLE before it closes.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
