@@ -728,7 +728,7 @@ fn main() {
     died |= !strait.is_running();
     let ready = matches!(
         temporal::http_get(strait.admin_address(), "/readyz"),
-        Ok((200, _))
+        Ok((200, body)) if temporal::readyz_all_ok(&body)
     );
     // Strait's own log (warn and above) next to the report: what it said about any failure.
     let strait_log = strait.log();
@@ -907,7 +907,7 @@ fn report(
         failures.push("Strait died".into());
     }
     if !ready {
-        failures.push("Strait's /readyz did not answer 200 at the end".into());
+        failures.push("Strait's /readyz did not answer 200 with every check ok at the end".into());
     }
     if stuck > 0 {
         failures.push(format!("{stuck} workers did not stop within {DRAIN:?}"));

@@ -58,6 +58,10 @@ pub struct LinkStatus {
     /// Connections to the remote side (calls from the local cluster go there): over TCP, or
     /// streams of the mux link.
     pub remote_pool: Arc<UpstreamPool>,
+    /// `local.gate_readiness`: a local side that is down makes /readyz 503.
+    pub(crate) gate_local: bool,
+    /// `remote.gate_readiness`: remote sessions or connections that are down make /readyz 503.
+    pub(crate) gate_remote: bool,
 }
 
 /// How the remote side is reached, with the mux sessions where there are any.
@@ -169,6 +173,7 @@ pub async fn start_link(
             listen,
             address,
             tls,
+            ..
         } => {
             let listener = Listener::bind(listen, None).await.map_err(fail)?;
             addresses.push((format!("{name}.remote"), local_addr(&listener, name)?));
@@ -190,6 +195,7 @@ pub async fn start_link(
             tls,
             backoff_initial,
             backoff_max,
+            ..
         } => {
             let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
@@ -222,7 +228,7 @@ pub async fn start_link(
                 Inbound::Streams(inbound_rx),
             )
         }
-        RemoteSideConfig::MuxServer { listen, tls } => {
+        RemoteSideConfig::MuxServer { listen, tls, .. } => {
             let listener = Listener::bind_with_alpn(listen, tls.as_ref(), MUX_ALPN)
                 .await
                 .map_err(fail)?;
@@ -378,6 +384,8 @@ pub async fn start_link(
             remote: remote_status,
             local: local_pool,
             remote_pool,
+            gate_local: config.local.gate_readiness,
+            gate_remote: config.remote.gates_readiness(),
         },
     })
 }

@@ -92,6 +92,10 @@ pub struct LocalSideConfig {
     /// TLS towards the local frontend.
     #[serde(default)]
     pub tls: Option<ClientTlsConfig>,
+    /// /readyz answers 503 while no connection to the local frontend is up (default: it only
+    /// reports it, as `warn`).
+    #[serde(default)]
+    pub gate_readiness: bool,
 }
 
 /// How the remote side is reached.
@@ -105,6 +109,8 @@ pub enum RemoteSideConfig {
         address: String,
         #[serde(default)]
         tls: Option<ClientTlsConfig>,
+        #[serde(default)]
+        gate_readiness: bool,
     },
     /// Dials the peer Strait's mux port: `sessions` yamux sessions over TCP (+TLS).
     #[serde(rename = "mux-client")]
@@ -120,6 +126,8 @@ pub enum RemoteSideConfig {
         backoff_initial: Duration,
         #[serde(default = "default_mux_backoff_max", with = "humantime_serde")]
         backoff_max: Duration,
+        #[serde(default)]
+        gate_readiness: bool,
     },
     /// Accepts peer Strait sessions on one port; with TLS, client certificates are required.
     #[serde(rename = "mux-server")]
@@ -127,7 +135,22 @@ pub enum RemoteSideConfig {
         listen: String,
         #[serde(default)]
         tls: Option<ServerTlsConfig>,
+        #[serde(default)]
+        gate_readiness: bool,
     },
+}
+
+impl RemoteSideConfig {
+    /// Whether /readyz answers 503 while the remote side is down (its mux sessions, or its
+    /// connections): off by default, since two Strait deployments gated on each other would never
+    /// become ready behind a Service that routes only to ready pods.
+    pub fn gates_readiness(&self) -> bool {
+        match self {
+            RemoteSideConfig::Tcp { gate_readiness, .. }
+            | RemoteSideConfig::MuxClient { gate_readiness, .. }
+            | RemoteSideConfig::MuxServer { gate_readiness, .. } => *gate_readiness,
+        }
+    }
 }
 
 fn default_sessions() -> usize {
@@ -306,6 +329,10 @@ pub struct UpstreamConfig {
         with = "humantime_serde"
     )]
     pub keepalive_timeout: Duration,
+    /// /readyz answers 503 while no connection to this upstream is up (default: it only reports
+    /// it, as `warn`, and calls get UNAVAILABLE meanwhile).
+    #[serde(default)]
+    pub gate_readiness: bool,
 }
 
 impl UpstreamConfig {
@@ -322,6 +349,7 @@ impl UpstreamConfig {
             backoff_max: Self::default_backoff_max(),
             keepalive_interval: Self::default_keepalive(),
             keepalive_timeout: Self::default_keepalive_timeout(),
+            gate_readiness: false,
         }
     }
 
@@ -867,6 +895,7 @@ impl Config {
                     listen,
                     address,
                     tls: tls_config,
+                    ..
                 } => {
                     match listen.parse::<SocketAddr>() {
                         Ok(addr) => bound.push((addr, key("remote.listen"))),
@@ -888,6 +917,7 @@ impl Config {
                     tls: tls_config,
                     backoff_initial,
                     backoff_max,
+                    ..
                 } => {
                     if let Err(message) = crate::transport::connect::split_host_port(address) {
                         report(key("remote.address"), message);
@@ -914,6 +944,7 @@ impl Config {
                 RemoteSideConfig::MuxServer {
                     listen,
                     tls: tls_config,
+                    ..
                 } => {
                     match listen.parse::<SocketAddr>() {
                         Ok(addr) => bound.push((addr, key("remote.listen"))),
@@ -1341,6 +1372,62 @@ mod tests {
         }
         let err = Config::parse(&link(r#", backoff_max = "soon""#)).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn gate_readiness_is_off_by_default_and_opt_in_per_check() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert!(!config.upstreams[0].gate_readiness);
+        let text = MINIMAL.replace(
+            "address = \"127.0.0.1:7233\"",
+            "address = \"127.0.0.1:7233\"\ngate_readiness = true",
+        );
+        assert!(Config::parse(&text).unwrap().upstreams[0].gate_readiness);
+
+        let link = |local: &str, remote: &str| {
+            format!(
+                r#"
+                [[cluster_connection]]
+                name = "a-b"
+                local = {{ listen = "127.0.0.1:7301", upstream = "127.0.0.1:7233"{local} }}
+                remote = {{ {remote} }}
+                "#
+            )
+        };
+        let remotes = [
+            r#"mode = "tcp", listen = "127.0.0.1:7401", address = "127.0.0.1:7402""#,
+            r#"mode = "mux-client", address = "127.0.0.1:7400""#,
+            r#"mode = "mux-server", listen = "127.0.0.1:7400""#,
+        ];
+        for remote in remotes {
+            let config = Config::parse(&link("", remote)).unwrap();
+            let connection = &config.cluster_connections[0];
+            assert!(!connection.local.gate_readiness, "{remote}");
+            assert!(!connection.remote.gates_readiness(), "{remote}");
+            let gated = format!("{remote}, gate_readiness = true");
+            let config = Config::parse(&link(", gate_readiness = true", &gated)).unwrap();
+            let connection = &config.cluster_connections[0];
+            assert!(connection.local.gate_readiness, "{remote}");
+            assert!(connection.remote.gates_readiness(), "{remote}");
+        }
+        // Not a bool: refused (serde names the tagged `remote` table, not the field inside it).
+        let err = Config::parse(&link(
+            "",
+            &format!("{}, gate_readiness = \"yes\"", remotes[1]),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.problems()[0].key,
+            "cluster_connection[0].remote",
+            "{err}"
+        );
+        assert!(err.to_string().contains("expected a boolean"), "{err}");
+        let err = Config::parse(&link(", gate_readiness = 1", remotes[0])).unwrap_err();
+        assert_eq!(
+            err.problems()[0].key,
+            "cluster_connection[0].local.gate_readiness",
+            "{err}"
+        );
     }
 
     #[test]

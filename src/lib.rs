@@ -22,6 +22,7 @@
 //!   `plan`, `wire` (the only code touching tags/varints/lengths), `walker`, `query`, `status_details`.
 //! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set and how it is dumped.
 //! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names, logs.
+//! - `signals`: SIGTERM/SIGINT drain (a second one exits at once); SIGHUP/SIGUSR1/SIGUSR2 are logged.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod reflection;
 pub mod relay;
 pub mod rewrite;
+pub mod signals;
 pub mod telemetry;
 pub mod transport;
 
@@ -48,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::admin::Readiness;
+use crate::admin::{GatedUpstream, Readiness};
 use crate::config::Config;
 use crate::grpc::method::MethodLabeler;
 use crate::relay::server::{serve_listener, Lifecycle};
@@ -106,14 +108,22 @@ impl Running {
         self.admin
     }
 
-    /// True once listeners are bound, every upstream has a connection and every mux link a
-    /// session: what /readyz answers 200 to.
+    /// True once listeners are bound, while not draining, and while no check that opts in with
+    /// `gate_readiness` fails: what /readyz answers 200 to.
     pub fn is_ready(&self) -> bool {
         self.readiness.is_ready()
     }
 
+    /// True when every /readyz check passes, gating or not: every upstream connected and every
+    /// cluster connection up (a mux link with a session).
+    pub fn all_checks_ok(&self) -> bool {
+        self.readiness.all_ok()
+    }
+
     /// Stops accepting, sends GOAWAY on every connection, waits for in-flight calls up to the grace
-    /// period, then drops whatever is left. Returns true when every call finished in time.
+    /// period, then ends whatever is left: each call gets UNAVAILABLE "proxy shutting down" (as
+    /// trailers if its response had begun), its upstream call is cancelled, and each connection
+    /// closes after a final GOAWAY. Returns true when every call finished in time.
     pub async fn shutdown(self) -> bool {
         self.readiness.draining.store(true, Ordering::Release);
         self.lifecycle.drain.cancel();
@@ -124,10 +134,15 @@ impl Running {
         if drained {
             info!("all calls drained");
         } else {
-            warn!(grace = ?self.grace, "grace period over; cutting remaining calls");
+            warn!(grace = ?self.grace, "grace period over; ending the remaining calls with UNAVAILABLE");
             self.lifecycle.abort.cancel();
-            // Connections close at once on abort; bound the wait all the same.
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.wait()).await;
+            // Each connection ends its calls and closes within `relay::server::ABORT_FLUSH` (then
+            // drops its socket); bound the wait all the same.
+            let _ = tokio::time::timeout(
+                relay::server::ABORT_FLUSH + Duration::from_secs(3),
+                self.connections.wait(),
+            )
+            .await;
         }
         self.stop_background.cancel();
         self.background.close();
@@ -248,7 +263,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         upstreams: config
             .upstreams
             .iter()
-            .filter_map(|u| pools.get(u.name.as_str()).cloned())
+            .filter_map(|u| {
+                pools.get(u.name.as_str()).map(|pool| GatedUpstream {
+                    pool: Arc::clone(pool),
+                    gates: u.gate_readiness,
+                })
+            })
             .collect(),
         links,
     });
@@ -327,30 +347,4 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         stop_background,
         readiness,
     })
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => info!("SIGTERM received; draining"),
-                    _ = int.recv() => info!("SIGINT received; draining"),
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -23,6 +23,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy until SIGTERM or SIGINT, then drain in-flight calls and exit.
+    ///
+    /// A second SIGTERM or SIGINT during the drain exits at once; SIGHUP, SIGUSR1 and SIGUSR2 are
+    /// logged and ignored. Exit codes: 0 drained cleanly, 1 could not start, 2 configuration error,
+    /// 3 grace period over (calls left were ended with UNAVAILABLE), 4 second signal.
     Run {
         /// Path of the TOML configuration (see config/relay.toml for a commented example).
         #[arg(short, long, value_name = "FILE")]
@@ -119,8 +123,15 @@ fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) ->
         };
         writeln!(
             out,
-            "  upstream {:?} -> {} ({tls}, {} connection(s))",
-            upstream.name, upstream.address, upstream.connections
+            "  upstream {:?} -> {} ({tls}, {} connection(s){})",
+            upstream.name,
+            upstream.address,
+            upstream.connections,
+            if upstream.gate_readiness {
+                ", gates readiness"
+            } else {
+                ""
+            }
         )?;
     }
     let descriptors = match strait::descriptor_set::Descriptors::embedded_or_load(
@@ -192,7 +203,7 @@ fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) ->
                 "mux-client: {sessions} session(s) to {address}{}",
                 if tls.is_some() { " over TLS" } else { "" }
             ),
-            strait::config::RemoteSideConfig::MuxServer { listen, tls } => format!(
+            strait::config::RemoteSideConfig::MuxServer { listen, tls, .. } => format!(
                 "mux-server: accepts sessions on {listen}{}",
                 if tls.is_some() { " (mutual TLS)" } else { "" }
             ),
@@ -216,6 +227,20 @@ fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) ->
                 } else {
                     ""
                 }
+            )?;
+        }
+        let gated: Vec<&str> = [
+            (connection.local.gate_readiness, "local"),
+            (connection.remote.gates_readiness(), "remote"),
+        ]
+        .into_iter()
+        .filter_map(|(gates, side)| gates.then_some(side))
+        .collect();
+        if !gated.is_empty() {
+            writeln!(
+                out,
+                "    gates readiness on its {} side",
+                gated.join(" and ")
             )?;
         }
         if let Some(address) = &connection.local.advertised_address {
@@ -339,6 +364,11 @@ fn finish(written: Result<ExitCode>) -> ExitCode {
     }
 }
 
+/// `strait run` exit codes besides 0 (drained cleanly), 1 (could not start: a port in use, …) and
+/// 2 (configuration error).
+const EXIT_GRACE_EXPIRED: u8 = 3;
+const EXIT_SECOND_SIGNAL: u8 = 4;
+
 fn run(config: Config) -> ExitCode {
     strait::telemetry::init(&config.log);
     // One worker: the current-thread scheduler. No work stealing, no cross-thread wake-ups, and the
@@ -359,20 +389,46 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let (code, at_once) = runtime.block_on(async {
+        // Before anything binds: from here on, no signal kills the process unannounced.
+        let mut signals = match strait::signals::Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                eprintln!("cannot install signal handlers: {err}");
+                return (ExitCode::FAILURE, false);
+            }
+        };
         let running = match strait::start(&config).await {
             Ok(running) => running,
             Err(err) => {
                 tracing::error!(error = %err, "cannot start");
                 eprintln!("cannot start: {err}");
-                return ExitCode::FAILURE;
+                return (ExitCode::FAILURE, false);
             }
         };
-        strait::shutdown_signal().await;
-        if running.shutdown().await {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(3)
+        let first = signals.stop().await;
+        tracing::info!(
+            grace = ?config.shutdown.grace,
+            "{first} received; draining (a second SIGTERM or SIGINT exits at once)"
+        );
+        tokio::select! {
+            drained = running.shutdown() => {
+                (if drained { ExitCode::SUCCESS } else { ExitCode::from(EXIT_GRACE_EXPIRED) }, false)
+            }
+            second = signals.stop() => {
+                tracing::warn!(
+                    exit_code = EXIT_SECOND_SIGNAL,
+                    "second signal ({second}) during the drain; exiting at once, calls in flight are cut"
+                );
+                (ExitCode::from(EXIT_SECOND_SIGNAL), true)
+            }
         }
-    })
+    });
+    if at_once {
+        // Do not wait for tasks (or blocking threads) to notice.
+        runtime.shutdown_background();
+    } else {
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    }
+    code
 }

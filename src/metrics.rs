@@ -51,6 +51,11 @@ pub const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
 pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "strait_upstream_connect_errors_total";
 /// Tokio tasks alive in the proxy's runtime, read when /metrics is scraped (a leak shows here).
 pub const RUNTIME_ALIVE_TASKS: &str = "strait_runtime_alive_tasks";
+/// 1 when /readyz answers 200, else 0; read when /metrics is scraped.
+pub const READY: &str = "strait_ready";
+/// One per /readyz check, by check (its name in /readyz) and gates (whether it can make /readyz
+/// 503): 1 when it passes, 0 when not (`warn` or `fail` in /readyz); read when /metrics is scraped.
+pub const READY_CHECK: &str = "strait_ready_check";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -122,6 +127,25 @@ fn describe() {
         "Failed upstream connection attempts"
     );
     describe_gauge!(RUNTIME_ALIVE_TASKS, "Tokio tasks alive in the runtime");
+    describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(
+        READY_CHECK,
+        "1 when this /readyz check passes; gates=true checks decide readiness"
+    );
+}
+
+/// Publishes the /readyz verdict and each check's state; called just before /metrics is rendered.
+/// Check names come from the configuration (upstream and link names), so the set is bounded.
+pub(crate) fn readiness(ready: bool, checks: &[(&str, bool, bool)]) {
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    for &(check, gates, ok) in checks {
+        let gates = if gates { "true" } else { "false" };
+        gauge!(READY_CHECK, "check" => check.to_owned(), "gates" => gates).set(if ok {
+            1.0
+        } else {
+            0.0
+        });
+    }
 }
 
 /// Sets the gauges that are read from the runtime rather than counted as things happen; called

@@ -29,7 +29,7 @@ async fn start(text: &str) -> Running {
 
 async fn wait_ready(running: &Running) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !running.is_ready() {
+    while !running.all_checks_ok() {
         assert!(Instant::now() < deadline, "proxy not ready in time");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -147,7 +147,8 @@ async fn admin_get(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Polls /readyz until it answers `status` with a body holding every one of `lines`, for at most
-/// 10 s; returns the body. Every line must be `ready`/`not ready` or `ok|fail <check>: <detail>`.
+/// 10 s; returns the body. Every line must be `ready`/`not ready` or `ok|warn|fail <check>: <detail>`,
+/// and the verdict must be `not ready` exactly when a line is `fail`.
 async fn wait_readyz(running: &Running, status: u16, lines: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -156,13 +157,19 @@ async fn wait_readyz(running: &Running, status: u16, lines: &[&str]) -> String {
         let verdict = body_lines.next().unwrap_or_default();
         assert_eq!(verdict == "ready", code == 200, "{code}: {body}");
         assert!(verdict == "ready" || verdict == "not ready", "{body}");
+        let mut failing = false;
         for line in body_lines {
             let (check, detail) = line.split_once(": ").unwrap_or_else(|| panic!("{line:?}"));
             assert!(
-                (check.starts_with("ok ") || check.starts_with("fail ")) && !detail.is_empty(),
+                ["ok ", "warn ", "fail "]
+                    .iter()
+                    .any(|s| check.starts_with(s))
+                    && !detail.is_empty(),
                 "{line:?}"
             );
+            failing |= check.starts_with("fail ");
         }
+        assert_eq!(failing, verdict == "not ready", "{body}");
         if code == status && lines.iter().all(|l| body.lines().any(|b| b.starts_with(l))) {
             return body;
         }
@@ -207,7 +214,9 @@ async fn a_certificate_from_another_ca_is_refused_on_the_mux_port() {
     .await
     .unwrap();
     assert_eq!(reply.status(), 14, "{}", reply.message());
-    assert!(!rogue.is_ready());
+    // The link is down, but it does not gate readiness: the process itself is ready.
+    assert!(!rogue.all_checks_ok());
+    assert!(rogue.is_ready());
     assert!(backend_b.observed.authorities.lock().unwrap().is_empty());
     rogue.shutdown().await;
     assert!(b.shutdown().await);
@@ -239,9 +248,17 @@ async fn the_allowed_san_list_is_enforced_on_top_of_the_ca() {
 #[tokio::test]
 async fn a_lost_link_fails_in_flight_calls_promptly_and_new_calls_get_unavailable() {
     let (backend_a, mut backend_b) = (Backend::start().await, Backend::start().await);
-    let b = start(&mux_server(&backend_b, "1ms")).await;
-    let mux = b.listener_addr("b-a.mux").unwrap();
-    let a = start(&mux_client(&backend_a, mux, "client.pem", "client-key.pem")).await;
+    let b = start(&mux_server(&backend_b, "5s")).await;
+    // The link runs through a TCP relay that can be cut (B's own shutdown would end the call with
+    // a status of its own rather than lose the link under it).
+    let link = fault_relay::FaultRelay::start(b.listener_addr("b-a.mux").unwrap());
+    let a = start(&mux_client(
+        &backend_a,
+        link.address(),
+        "client.pem",
+        "client-key.pem",
+    ))
+    .await;
     wait_ready(&a).await;
     let client = connect(a.listener_addr("a-b.local").unwrap()).await;
     let call = tokio::spawn({
@@ -250,7 +267,7 @@ async fn a_lost_link_fails_in_flight_calls_promptly_and_new_calls_get_unavailabl
     });
     assert_eq!(backend_b.next_started().await, "Hang");
     let cut = Instant::now();
-    b.shutdown().await;
+    link.cut();
     let outcome = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .unwrap()
@@ -269,6 +286,7 @@ async fn a_lost_link_fails_in_flight_calls_promptly_and_new_calls_get_unavailabl
         .unwrap();
     assert_eq!(reply.status(), 14);
     a.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test]
@@ -446,25 +464,28 @@ async fn a_pool_over_a_mux_link_redials_as_soon_as_a_session_is_back() {
 }
 
 /// /readyz reports each cluster connection line by line: its mux sessions (of how many configured),
-/// its local and remote connections. A cut link makes it 503 with lines naming the link; the
-/// restored link makes it 200 again.
+/// its local and remote connections. A link that is down is `warn` and leaves the process ready
+/// (B, the mux-server, is ready before any peer dials it), unless its side opts in with
+/// `gate_readiness` (A's remote): then it is `fail` and /readyz 503. The restored link is `ok` again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_reports_each_link_and_names_the_one_that_is_down() {
+async fn readyz_reports_each_link_and_gates_only_where_configured() {
     let (backend_a, backend_b) = (Backend::start().await, Backend::start().await);
     let b = start(&mux_server(&backend_b, "5s").replace("\"b-a\"", "\"b-a-ready\"")).await;
     let mux = b.listener_addr("b-a-ready.mux").unwrap();
-    // No peer has dialled yet: B's link has no session, so nothing to call the other side over.
+    // No peer has dialled yet: B's link has no session, so nothing to call the other side over,
+    // and B is ready all the same (a Service would otherwise never route A's sessions to it).
     wait_readyz(
         &b,
-        503,
+        200,
         &[
+            "ready",
             "ok listeners: bound",
-            &format!("fail link b-a-ready sessions: 0 mux sessions up (mux-server on {mux})"),
+            &format!("warn link b-a-ready sessions: 0 mux sessions up (mux-server on {mux})"),
             &format!(
                 "ok link b-a-ready local: connected, 1 of 1 connections up ({})",
                 backend_b.addr
             ),
-            "fail link b-a-ready remote: not connected, 0 of 1 connections up (streams of the mux link): ",
+            "warn link b-a-ready remote: not connected, 0 of 1 connections up (streams of the mux link): ",
         ],
     )
     .await;
@@ -472,7 +493,11 @@ async fn readyz_reports_each_link_and_names_the_one_that_is_down() {
     let relay = fault_relay::FaultRelay::start(mux);
     let a = start(
         &mux_client(&backend_a, relay.address(), "client.pem", "client-key.pem")
-            .replace("\"a-b\"", "\"a-b-ready\""),
+            .replace("\"a-b\"", "\"a-b-ready\"")
+            .replace(
+                "mode = \"mux-client\"",
+                "mode = \"mux-client\", gate_readiness = true",
+            ),
     )
     .await;
     let via = relay.address();
@@ -499,7 +524,8 @@ async fn readyz_reports_each_link_and_names_the_one_that_is_down() {
     )
     .await;
 
-    // The link is cut: both ends say which link is down and why; the local sides stay up.
+    // The link is cut: both ends say which link is down and why; the local sides stay up. A gates
+    // on its remote side, so it is not ready; B does not, so it is.
     relay.cut();
     let body = wait_readyz(
         &a,
@@ -522,24 +548,64 @@ async fn readyz_reports_each_link_and_names_the_one_that_is_down() {
     );
     wait_readyz(
         &b,
-        503,
+        200,
         &[
-            &format!("fail link b-a-ready sessions: 0 mux sessions up (mux-server on {mux})"),
-            "fail link b-a-ready remote: not connected",
+            "ready",
+            &format!("warn link b-a-ready sessions: 0 mux sessions up (mux-server on {mux})"),
+            "warn link b-a-ready remote: not connected",
         ],
     )
     .await;
 
-    // Restored: ready again on both ends.
+    // The same per check in metrics, with whether it gates (names are unique to this test).
+    let gauge = |text: &str, check: &str, gates: &str| -> Option<f64> {
+        text.lines()
+            .filter(|l| l.starts_with("strait_ready_check{"))
+            .find(|l| {
+                l.contains(&format!("check=\"{check}\""))
+                    && l.contains(&format!("gates=\"{gates}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let text = metrics_text(a.admin_addr()).await;
+    assert_eq!(
+        gauge(&text, "link a-b-ready remote", "true"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "link a-b-ready local", "false"),
+        Some(1.0),
+        "{text}"
+    );
+    let text = metrics_text(b.admin_addr()).await;
+    assert_eq!(
+        gauge(&text, "link b-a-ready sessions", "false"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(gauge(&text, "listeners", "true"), Some(1.0), "{text}");
+
+    // Restored: every line ok again on both ends.
     relay.restore();
     wait_readyz(&a, 200, &a_up).await;
-    wait_readyz(&b, 200, &["ready"]).await;
+    wait_readyz(
+        &b,
+        200,
+        &[
+            "ready",
+            "ok link b-a-ready sessions",
+            "ok link b-a-ready remote",
+        ],
+    )
+    .await;
     assert!(a.shutdown().await);
     assert!(b.shutdown().await);
 }
 
-/// A tcp link whose local frontend and remote peer are both unreachable: two failing lines, each
-/// naming the link, the side and the last error.
+/// A tcp link whose local frontend and remote peer are both unreachable: a line for each, naming
+/// the link, the side and the last error; the local side gates readiness (`fail`, 503), the remote
+/// side does not (`warn`).
 #[tokio::test]
 async fn readyz_names_the_side_of_a_link_whose_upstream_is_down() {
     let unused = || {
@@ -557,7 +623,7 @@ async fn readyz_names_the_side_of_a_link_whose_upstream_is_down() {
         listen = "127.0.0.1:0"
         [[cluster_connection]]
         name = "down-link"
-        local = {{ listen = "127.0.0.1:0", upstream = "{frontend}" }}
+        local = {{ listen = "127.0.0.1:0", upstream = "{frontend}", gate_readiness = true }}
         remote = {{ mode = "tcp", listen = "127.0.0.1:0", address = "{peer}" }}
         "#
     ))
@@ -570,7 +636,7 @@ async fn readyz_names_the_side_of_a_link_whose_upstream_is_down() {
                 "fail link down-link local: not connected, 0 of 1 connections up ({frontend}): connect to {frontend}"
             ),
             &format!(
-                "fail link down-link remote: not connected, 0 of 1 connections up ({peer}): connect to {peer}"
+                "warn link down-link remote: not connected, 0 of 1 connections up ({peer}): connect to {peer}"
             ),
         ],
     )

@@ -37,7 +37,7 @@ async fn a_quiet_stream_outlives_the_idle_timeout_and_keeps_its_headers() {
     );
     let proxy = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy.is_ready() {
+    while !proxy.all_checks_ok() {
         assert!(Instant::now() < deadline, "proxy not ready");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

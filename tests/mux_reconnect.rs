@@ -28,7 +28,7 @@ use backend::Backend;
 use bytes::Bytes;
 use client::{connect, grpc_request, unary};
 use fault_relay::FaultRelay;
-use temporal::{free_port, http_get, parse_metrics, Strait};
+use temporal::{free_port, http_get, parse_metrics, readyz_all_ok, Strait};
 
 /// Session losses forced on the link.
 const RECONNECTS: u64 = 1000;
@@ -98,7 +98,7 @@ struct Link {
 }
 
 impl Link {
-    /// Waits until the link is whole again (a session on each end, /readyz 200: every pool up),
+    /// Waits until the link is whole again (a session on each end, /readyz all `ok`: every pool up),
     /// checks that calls cross it both ways, then measures Strait.
     fn settle_and_measure(&self) -> Measurement {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
@@ -106,7 +106,7 @@ impl Link {
             let text = self.strait.metrics();
             let up = ["a-b", "b-a"].map(|link| link_metric(&text, "strait_mux_sessions", link));
             let ready = http_get(self.strait.admin_address(), "/readyz");
-            if up == [1.0; 2] && matches!(ready, Ok((200, _))) {
+            if up == [1.0; 2] && matches!(&ready, Ok((200, body)) if readyz_all_ok(body)) {
                 break;
             }
             assert!(

@@ -143,7 +143,7 @@ async fn link(name: &str, local: &Backend, remote: &Backend, extra: &str) -> Run
     );
     let running = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !running.is_ready() {
+    while !running.all_checks_ok() {
         assert!(Instant::now() < deadline, "proxy not ready");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -7,6 +7,8 @@
 mod backend;
 #[path = "support/client.rs"]
 mod client;
+#[path = "support/fault_relay.rs"]
+mod fault_relay;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -55,7 +57,7 @@ async fn start_proxy(upstream: SocketAddr, listener_extra: &str, top_extra: &str
 
 async fn wait_ready(running: &Running) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !running.is_ready() {
+    while !running.all_checks_ok() {
         assert!(Instant::now() < deadline, "proxy not ready in time");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -280,9 +282,14 @@ async fn upstream_down_gives_unavailable_promptly() {
         .unwrap();
     let proxy = start_proxy(unused, "", "").await;
     let addr = proxy.listener_addr("test").unwrap();
+    // Ready all the same: the upstream does not gate readiness, it is reported as a warning.
     let (status, body) = http_get(proxy.admin_addr(), "/readyz").await;
-    assert_eq!(status, 503);
-    assert!(body.contains("not connected"), "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("warn upstream ") && l.contains("not connected")),
+        "{body}"
+    );
     let client = connect(addr).await;
     let started = Instant::now();
     let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"x")
@@ -557,26 +564,85 @@ async fn graceful_shutdown_drains_an_in_flight_call() {
         .unwrap());
 }
 
+/// At the end of the grace period every call left ends properly: UNAVAILABLE "proxy shutting down"
+/// (trailers-only before the response began, trailers after), its upstream call cancelled, and
+/// the client connection closed after a GOAWAY, never a bare TCP close under the calls.
 #[tokio::test]
-async fn shutdown_cuts_calls_still_running_after_the_grace_period() {
+async fn shutdown_ends_calls_still_running_after_the_grace_period_with_unavailable() {
     let mut backend = Backend::start().await;
     let proxy = start_proxy(backend.addr, "", "[shutdown]\ngrace = \"300ms\"").await;
     wait_ready(&proxy).await;
-    let client = connect(proxy.listener_addr("test").unwrap()).await;
-    let call = tokio::spawn({
+    let tcp = tokio::net::TcpStream::connect(proxy.listener_addr("test").unwrap())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // Not answered yet: the backend holds it without response headers.
+    let unanswered = tokio::spawn({
         let client = client.clone();
         async move { unary(&client, grpc_request("/test.Echo/Hang"), b"x").await }
     });
     assert_eq!(backend.next_started().await, "Hang");
-    let started = Instant::now();
-    assert!(!proxy.shutdown().await, "a hanging call cannot drain");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    // The client learns the call is over (connection closed) rather than hanging.
-    let outcome = tokio::time::timeout(Duration::from_secs(5), call)
+    // Answering: response headers and one echoed message are through, the stream stays open.
+    let mut sender = client.clone().ready().await.unwrap();
+    let (response, mut request_body) = sender
+        .send_request(grpc_request("/test.Echo/Bidi"), false)
+        .unwrap();
+    request_body.send_data(frame(b"ping"), false).unwrap();
+    assert_eq!(backend.next_started().await, "Bidi");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
         .await
         .unwrap()
         .unwrap();
-    assert!(outcome.is_err() || outcome.unwrap().status() != 0);
+    let mut response_body = response.into_body();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), response_body.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, frame(b"ping"));
+
+    let started = Instant::now();
+    assert!(!proxy.shutdown().await, "held calls cannot drain");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let reply = tokio::time::timeout(Duration::from_secs(5), unanswered)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a status, not a broken connection");
+    assert!(reply.trailers_only);
+    assert_eq!(
+        (reply.status(), reply.message().as_str()),
+        (14, "proxy shutting down")
+    );
+    let trailers = tokio::time::timeout(Duration::from_secs(5), response_body.trailers())
+        .await
+        .unwrap()
+        .expect("trailers, not a broken connection")
+        .unwrap();
+    assert_eq!(trailers.get("grpc-status").unwrap(), "14");
+    assert_eq!(trailers.get("grpc-message").unwrap(), "proxy shutting down");
+    // Both upstream calls were cancelled.
+    let mut reset = vec![backend.next_reset().await, backend.next_reset().await];
+    reset.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        reset,
+        [
+            ("Bidi".to_owned(), Reason::CANCEL),
+            ("Hang".to_owned(), Reason::CANCEL)
+        ]
+    );
+    // The connection ends cleanly (GOAWAY, then close), not with an I/O error.
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
 }
 
 async fn tls_connect(
@@ -667,10 +733,12 @@ async fn upstream_over_mutual_tls_with_sni_and_failure_mid_call_gives_unavailabl
         certs("server-key.pem"),
         certs("ca.pem")
     );
-    // A grace of 1 ms: its shutdown cuts calls at once, like a crash.
-    let inner = start_proxy(backend.addr, &tls, "[shutdown]\ngrace = \"1ms\"").await;
+    let inner = start_proxy(backend.addr, &tls, "").await;
     wait_ready(&inner).await;
-    let inner_addr = inner.listener_addr("test").unwrap();
+    // B reaches A through a TCP relay that can be cut, as when A crashes (A's own shutdown
+    // would end the call with a status of its own).
+    let link = fault_relay::FaultRelay::start(inner.listener_addr("test").unwrap());
+    let inner_addr = link.address();
     // Strait B dials A over TLS with a client certificate; the certificate names localhost, not the IP
     // dialled, so the server name is set explicitly.
     let text = format!(
@@ -717,8 +785,8 @@ async fn upstream_over_mutual_tls_with_sni_and_failure_mid_call_gives_unavailabl
     });
     assert_eq!(backend.next_started().await, "Unary");
     assert_eq!(backend.next_started().await, "Hang");
-    // Kill A without a drain: its connections close under the call.
-    let kill = tokio::spawn(async move { inner.shutdown().await });
+    // A vanishes without a drain: its connections close under the call.
+    link.cut();
     let reply = tokio::time::timeout(Duration::from_secs(40), call)
         .await
         .unwrap()
@@ -730,8 +798,8 @@ async fn upstream_over_mutual_tls_with_sni_and_failure_mid_call_gives_unavailabl
         }
         Err(err) => panic!("expected UNAVAILABLE status, got {err:?}"),
     }
-    let _ = kill.await;
     assert!(outer.shutdown().await);
+    inner.shutdown().await;
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ async fn proxy(backend: &Backend) -> Running {
     );
     let running = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !running.is_ready() {
+    while !running.all_checks_ok() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::pump::{pump_body, BodyEnd, Counters, Edits, PumpError};
@@ -125,13 +126,33 @@ impl ClientResponse {
             None => self.respond.send_reset(reason),
         }
     }
+
+    /// The shutdown grace period is over: UNAVAILABLE (which clients retry), as trailers after
+    /// response headers or as a trailers-only response before; RST_STREAM CANCEL if the stream
+    /// takes neither.
+    fn shutting_down(&mut self) -> Code {
+        let status = Status::new(Code::Unavailable, "proxy shutting down");
+        let sent = match &mut self.body {
+            Some(body) => body.send_trailers(status.to_trailers()),
+            None => self
+                .respond
+                .send_response(status.to_trailers_only_response(), true)
+                .map(|_| ()),
+        };
+        if sent.is_err() {
+            self.reset(Reason::CANCEL);
+        }
+        status.code
+    }
 }
 
-/// Relays one call to the listener's upstream.
+/// Relays one call to the listener's upstream, until it ends or `abort` fires (the shutdown grace
+/// period is over): then the upstream call is cancelled and the client gets UNAVAILABLE.
 pub async fn relay_call(
     ctx: Arc<ListenerContext>,
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
+    abort: CancellationToken,
 ) {
     let started = Instant::now();
     let labels = ctx.labeler.labels(request.uri().path());
@@ -141,7 +162,19 @@ pub async fn relay_call(
         respond,
         body: None,
     };
-    let code = relay(&ctx, request, &mut client, started).await;
+    let relayed = {
+        let relay = relay(&ctx, request, &mut client, started);
+        tokio::pin!(relay);
+        tokio::select! {
+            code = &mut relay => Some(code),
+            () = abort.cancelled() => None,
+        }
+        // Dropping `relay` drops the upstream stream's handles: h2 resets it with CANCEL.
+    };
+    let code = match relayed {
+        Some(code) => code,
+        None => client.shutting_down(),
+    };
     ctx.metrics.in_flight.decrement(1.0);
     method_metrics.finished(code, started.elapsed());
 }

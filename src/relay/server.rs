@@ -1,6 +1,7 @@
 //! The server side: the accept loop of one listener (connection limit, TLS handshake on the
 //! connection's own task) and each client connection's HTTP/2 driver, which spawns one task per call,
-//! closes idle connections and, on shutdown, sends GOAWAY and keeps serving until its calls drain.
+//! closes idle connections and, on shutdown, sends GOAWAY and keeps serving until its calls drain;
+//! when the grace period is over, its calls end themselves with UNAVAILABLE before it closes.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,13 +30,16 @@ const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// h2's send buffer per stream: bounds memory when a client is slow to read.
 const MAX_SEND_BUFFER: usize = 256 * 1024;
+/// After the grace period, how long a connection may take to send its calls' final statuses and
+/// its GOAWAY before it is closed regardless (a client that reads nothing holds them up).
+pub(crate) const ABORT_FLUSH: Duration = Duration::from_secs(2);
 
 /// Signals that drive a connection's lifecycle.
 #[derive(Clone)]
 pub struct Lifecycle {
     /// Stop accepting; GOAWAY every connection; let calls drain.
     pub drain: CancellationToken,
-    /// Drain time is over: drop what is left.
+    /// Drain time is over: every call left ends with UNAVAILABLE, then the connection closes.
     pub abort: CancellationToken,
 }
 
@@ -187,6 +191,12 @@ pub async fn serve_connection(
     tokio::pin!(keepalive);
     let mut awaiting_pong = false;
     let mut draining = false;
+    // After the grace period: first the calls end themselves (they watch `lifecycle.abort`) while
+    // the connection keeps running to send their statuses; then, at `abort_flush`, GOAWAY now.
+    let mut aborting = false;
+    let mut forced = false;
+    let abort_flush = tokio::time::sleep(ABORT_FLUSH);
+    tokio::pin!(abort_flush);
     // Why the connection is closing, once Strait has started closing it.
     let mut closing = None;
     let reason = loop {
@@ -221,13 +231,14 @@ pub async fn serve_connection(
                     let activity = Arc::clone(&activity);
                     let span = tracing::debug_span!("rpc", method = %request.uri().path());
                     let stall = ctx.limits.send_stall_timeout;
+                    let abort = lifecycle.abort.clone();
                     // Boxed: the call's future is several KiB, and tokio moves an unboxed one
                     // into its task cell and back out on completion (memcpy was 18% of the
                     // proxy's instructions on small unary calls).
                     tokio::spawn(Box::pin(SEND_STALL_TIMEOUT.scope(
                         stall,
                         async move {
-                            relay_call(ctx, request, respond).await;
+                            relay_call(ctx, request, respond, abort).await;
                             let now = activity.since.elapsed().as_millis() as u64;
                             activity.last_end_ms.store(now, Ordering::Release);
                             activity.open.fetch_sub(1, Ordering::AcqRel);
@@ -252,9 +263,25 @@ pub async fn serve_connection(
                 closing = Some(CloseReason::Shutdown);
                 connection.graceful_shutdown();
             }
-            _ = lifecycle.abort.cancelled() => {
+            _ = lifecycle.abort.cancelled(), if !aborting => {
+                aborting = true;
+                closing = Some(CloseReason::Shutdown);
+                if !draining {
+                    draining = true;
+                    connection.graceful_shutdown();
+                }
+                abort_flush.as_mut().reset((Instant::now() + ABORT_FLUSH).into());
+            }
+            () = &mut abort_flush, if aborting => {
+                if forced {
+                    debug!("connection did not close after its final GOAWAY; dropping it");
+                    break CloseReason::Shutdown;
+                }
+                // h2 sends this GOAWAY and closes; accept() then ends the loop.
+                debug!("calls still open after the grace period; closing the connection");
+                forced = true;
                 connection.abrupt_shutdown(h2::Reason::NO_ERROR);
-                break CloseReason::Shutdown;
+                abort_flush.as_mut().reset((Instant::now() + Duration::from_secs(1)).into());
             }
             () = &mut idle, if !draining => {
                 match activity.idle_for() {

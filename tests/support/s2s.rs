@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use super::temporal::strait_bin;
-use super::temporal::{free_port, http_get, parse_metrics, repo_root, Sample};
+use super::temporal::{free_port, http_get, parse_metrics, readyz_all_ok, repo_root, Sample};
 
 /// Poll interval of the waits.
 const POLL: Duration = Duration::from_millis(100);
@@ -325,6 +325,23 @@ impl StraitProc {
 
     /// Polls the admin endpoint `path` until it answers 200, the process exits, or `deadline`.
     pub fn wait_admin(&mut self, path: &str, deadline: Instant) -> Result<(), String> {
+        self.wait_admin_until(path, deadline, |_| true)
+    }
+
+    /// Polls `/readyz` until it answers 200 with every check `ok`: the local cluster connected
+    /// and the link up (a ready Strait may still be waiting for its peer).
+    pub fn wait_all_ok(&mut self, deadline: Instant) -> Result<(), String> {
+        self.wait_admin_until("/readyz", deadline, readyz_all_ok)
+    }
+
+    /// Polls the admin endpoint `path` until it answers 200 with a body `accept` takes, the
+    /// process exits, or `deadline`.
+    pub fn wait_admin_until(
+        &mut self,
+        path: &str,
+        deadline: Instant,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<(), String> {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
@@ -334,7 +351,7 @@ impl StraitProc {
                 ));
             }
             let last = match http_get(self.config.admin, path) {
-                Ok((200, _)) => return Ok(()),
+                Ok((200, body)) if accept(&body) => return Ok(()),
                 Ok((code, body)) => format!("{code}: {}", body.trim()),
                 Err(e) => e,
             };
@@ -384,7 +401,7 @@ pub struct StraitPair {
 
 impl StraitPair {
     /// Derives the pair's configs (see [`derive_pair`]), starts B, then A, and waits until both
-    /// are ready (`/readyz`: local cluster connected, and in mux mode a session up) and, in mux
+    /// are whole (`/readyz` all `ok`: local cluster connected, the link up) and, in mux
     /// mode, until A has all its sessions. A pair that exits during start-up (a lost port race)
     /// is retried on free ports.
     pub fn start(
@@ -405,8 +422,8 @@ impl StraitPair {
             let mut b = StraitProc::spawn(bin, &tag("b"), &config.b, dir)?;
             let started = b.wait_admin("/livez", deadline).and_then(|()| {
                 let mut a = StraitProc::spawn(bin, &tag("a"), &config.a, dir)?;
-                a.wait_admin("/readyz", deadline)?;
-                b.wait_admin("/readyz", deadline)?;
+                a.wait_all_ok(deadline)?;
+                b.wait_all_ok(deadline)?;
                 Ok(a)
             });
             match started {

@@ -589,7 +589,8 @@ pub struct Strait {
 }
 
 impl Strait {
-    /// Starts Strait in front of `upstream` (`host:port`) and waits for `/readyz`.
+    /// Starts Strait in front of `upstream` (`host:port`) and waits until `/readyz` shows every
+    /// check `ok` (upstream connected, not just ready).
     pub fn start(upstream: &str) -> Self {
         Self::start_with(upstream, "")
     }
@@ -729,6 +730,43 @@ upstream = "temporal"
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends a signal by name (`TERM`, `HUP`, …) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} failed: {status}");
+    }
+
+    /// Waits (polling, at most `within`) for the process to exit; `None` if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (polling, at most `within`) until the log holds `text`; returns whether it does.
+    pub fn wait_log(&self, text: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log().contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn wait_strait(child: &mut Child, admin: SocketAddr, check: &str) -> Result<(), String> {
@@ -739,7 +777,8 @@ fn wait_strait(child: &mut Child, admin: SocketAddr, check: &str) -> Result<(), 
             return Err(format!("strait exited during start-up: {status}"));
         }
         match http_get(admin, check) {
-            Ok((200, _)) => return Ok(()),
+            // /readyz is 200 while an upstream is still dialling (`warn`): wait for all `ok`.
+            Ok((200, body)) if check != "/readyz" || readyz_all_ok(&body) => return Ok(()),
             Ok((code, body)) => last = format!("{check} answered {code}: {body}"),
             Err(e) => last = format!("{check}: {e}"),
         }
@@ -759,6 +798,13 @@ impl Drop for Strait {
             );
         }
     }
+}
+
+/// Whether a /readyz body says `ready` with every check `ok` (none `warn` or `fail`): every upstream
+/// and link up, which readiness alone does not promise.
+pub fn readyz_all_ok(body: &str) -> bool {
+    let mut lines = body.lines();
+    lines.next() == Some("ready") && lines.all(|l| l.starts_with("ok "))
 }
 
 /// A bare HTTP/1.0 GET: enough for the admin endpoints, no client crate needed.
