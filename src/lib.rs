@@ -209,6 +209,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
     }
     let labeler = Arc::new(MethodLabeler::default());
+    let gather_budget = Arc::new(relay::gather::Budget::new(
+        config.limits.gather_bytes,
+        "limits.gather_bytes",
+    ));
 
     let mut scope = None;
     let mut link_addresses = Vec::new();
@@ -223,6 +227,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             descriptors: descriptors.as_ref().map(|d| d.pool()),
             plans: &mut plans,
             scope: &mut scope,
+            gather_budget: &gather_budget,
         };
         for connection in &config.cluster_connections {
             let started = cluster::start_link(connection, &mut link).await?;
@@ -286,6 +291,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             methods: None,
             namespaces: None,
             field_override: None,
+            gather_budget: Arc::clone(&gather_budget),
+            limits_key: "listener.limits",
         });
         connections.spawn(serve_listener(
             listener,
