@@ -415,3 +415,34 @@ pub async fn send_all(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn a_gathered_buffer_grows_as_bytes_arrive_and_never_past_the_declared_length() {
+        let declared = 1_000_000;
+        let mut buf = Vec::new();
+        let mut capacities = Vec::new();
+        for piece in [16_384usize; 61].into_iter().chain([576]) {
+            grow_within(&mut buf, piece, declared);
+            buf.extend_from_slice(&vec![0; piece]);
+            assert!(
+                buf.capacity() <= declared,
+                "{} > {declared}",
+                buf.capacity()
+            );
+            capacities.push(buf.capacity());
+        }
+        assert_eq!(buf.len(), declared);
+        // Doubling from 64 KiB: a handful of reallocations, the last one exactly to the length.
+        capacities.dedup();
+        assert_eq!(capacities, [65_536, 131_072, 262_144, 524_288, declared]);
+        // A large message of which little arrives costs little: 64 KiB for its first piece.
+        let mut small = Vec::new();
+        grow_within(&mut small, 100, 100 * 1024 * 1024);
+        assert_eq!(small.capacity(), 64 * 1024);
+    }
+}
