@@ -26,6 +26,13 @@
 //! 5. **round 2**: the idle connections again, then closed: RSS must not
 //!    grow much beyond round 1 (it would if something per connection were
 //!    never freed).
+//! 6. **gather attack** (the `strait-translate` row only, which must hold a
+//!    message whole to edit it): in a fresh process per variant, 8 streams on
+//!    one connection to `StartWorkflowExecution`, each declaring a large
+//!    message, sending most of it and never ending it
+//!    (`support/gather_attack.rs`). Peak RSS (`VmHWM`) against the budget
+//!    that binds, how many streams were refused (RESOURCE_EXHAUSTED) or held,
+//!    and whether the proxy still relays afterwards.
 //!
 //! "Idle" is a real condition: the proxy's CPU time did not move for 200 ms
 //! (bounded by a few seconds). The load generator needs one fd per
@@ -41,6 +48,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "relay/echo.rs"]
 mod echo;
+#[path = "support/gather_attack.rs"]
+mod gather_attack;
 #[allow(dead_code)]
 #[path = "relay/h2cfg.rs"]
 mod h2cfg;
@@ -82,6 +91,12 @@ memory bench: cargo bench --bench memory -- [OPTIONS]
   --strait-threads N     Strait [runtime] worker_threads (default 1)
   --strait PATH, --nginx PATH, --haproxy PATH, --envoy PATH
                          proxy binaries (as in the relay bench)
+  --phases A,B,...       idle, streams, gather (default all three; gather runs
+                         for the strait-translate row only)
+  --gather V,...         gather attack variants (default reported,large,filled):
+                         reported = defaults, 8 x 101 MiB declared / 100 MiB sent;
+                         large = the same with max_edited_request_bytes 128 MiB;
+                         filled = that limit, 8 x 20 MiB declared / 19 MiB sent
   --out PATH             Markdown output (default target/bench-memory.md)
 Unknown --flags (such as cargo's --bench) are ignored.
 ";
@@ -93,6 +108,67 @@ const QUIET_FOR: Duration = Duration::from_millis(200);
 const QUIET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Message size on the open streams.
 const STREAM_MSG: usize = 100;
+const MIB: u32 = 1024 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Idle,
+    Streams,
+    Gather,
+}
+
+/// One run of the gather attack: Strait's extra limits and the attack's shape.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum GatherVariant {
+    /// As reported: defaults, 8 streams declaring 101 MiB and sending 100 MiB.
+    Reported,
+    /// The same with edited requests allowed up to 128 MiB: the connection budget refuses.
+    Large,
+    /// Messages small enough to be admitted until the connection budget is full.
+    Filled,
+}
+
+impl GatherVariant {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reported" => Some(Self::Reported),
+            "large" => Some(Self::Large),
+            "filled" => Some(Self::Filled),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Reported => "reported",
+            Self::Large => "large",
+            Self::Filled => "filled",
+        }
+    }
+
+    fn limits(self) -> &'static str {
+        match self {
+            Self::Reported => "",
+            Self::Large | Self::Filled => "max_edited_request_bytes = 134217728",
+        }
+    }
+
+    /// (streams, declared, sent) per stream.
+    fn shape(self) -> (usize, u32, usize) {
+        match self {
+            Self::Reported | Self::Large => (8, 101 * MIB, 100 * MIB as usize),
+            Self::Filled => (8, 20 * MIB, 19 * MIB as usize),
+        }
+    }
+
+    /// The limit or budget that binds, as a description and in KiB of memory it allows.
+    fn bound(self) -> (&'static str, u64) {
+        match self {
+            Self::Reported => ("max_edited_request_bytes 4 MiB (refused at the prefix)", 0),
+            Self::Large | Self::Filled => ("connection_gather_bytes 64 MiB", 64 * 1024),
+        }
+    }
+}
 
 struct Opts {
     rows: Vec<Peer>,
@@ -108,6 +184,8 @@ struct Opts {
     haproxy: Option<PathBuf>,
     envoy: Option<PathBuf>,
     out: PathBuf,
+    phases: Vec<Phase>,
+    gather: Vec<GatherVariant>,
 }
 
 impl Opts {
@@ -126,6 +204,12 @@ impl Opts {
             haproxy: None,
             envoy: None,
             out: common::target_dir().join("bench-memory.md"),
+            phases: vec![Phase::Idle, Phase::Streams, Phase::Gather],
+            gather: vec![
+                GatherVariant::Reported,
+                GatherVariant::Large,
+                GatherVariant::Filled,
+            ],
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -167,6 +251,29 @@ impl Opts {
                 "--haproxy" => opts.haproxy = Some(PathBuf::from(value(&flag))),
                 "--envoy" => opts.envoy = Some(PathBuf::from(value(&flag))),
                 "--out" => opts.out = PathBuf::from(value(&flag)),
+                "--phases" => {
+                    opts.phases = value(&flag)
+                        .split(',')
+                        .filter(|p| !p.trim().is_empty())
+                        .map(|p| match p.trim() {
+                            "idle" => Phase::Idle,
+                            "streams" => Phase::Streams,
+                            "gather" => Phase::Gather,
+                            other => panic!("--phases: unknown phase {other:?}\n{USAGE}"),
+                        })
+                        .collect()
+                }
+                "--gather" => {
+                    opts.gather = value(&flag)
+                        .split(',')
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| {
+                            GatherVariant::parse(v.trim()).unwrap_or_else(|| {
+                                panic!("--gather: unknown variant {v:?}\n{USAGE}")
+                            })
+                        })
+                        .collect()
+                }
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     std::process::exit(0);
@@ -471,6 +578,22 @@ struct RowResult {
     streams_hwm: Option<u64>,
     stream_fds: Option<usize>,
     failures: Vec<String>,
+    gather: Vec<GatherResult>,
+}
+
+/// One gather attack variant's results. RSS values in KiB.
+struct GatherResult {
+    variant: GatherVariant,
+    baseline: Option<u64>,
+    /// VmRSS once everything sent has reached the proxy (a PING round trip), VmHWM then.
+    holding: Option<u64>,
+    peak: Option<u64>,
+    held: usize,
+    refused: usize,
+    first_refusal: Option<String>,
+    /// Streams that ended some other way, or a failed relay afterwards.
+    problems: Vec<String>,
+    took: Duration,
 }
 
 struct Bench {
@@ -530,9 +653,85 @@ impl Bench {
 
     fn run(&self, peer: Peer) -> Result<RowResult, String> {
         let mut r = RowResult::default();
-        self.idle_rounds(peer, &mut r)?;
-        self.open_streams(peer, &mut r)?;
+        if self.opts.phases.contains(&Phase::Idle) {
+            self.idle_rounds(peer, &mut r)?;
+        }
+        if self.opts.phases.contains(&Phase::Streams) {
+            self.open_streams(peer, &mut r)?;
+        }
+        if self.opts.phases.contains(&Phase::Gather) && peer == Peer::StraitTranslate {
+            for &variant in &self.opts.gather {
+                r.gather.push(self.gather_attack(peer, variant)?);
+            }
+        }
         Ok(r)
+    }
+
+    /// A fresh proxy with the variant's limits: the attack, RSS while it is held, then a
+    /// normal call on a new connection.
+    fn gather_attack(&self, peer: Peer, variant: GatherVariant) -> Result<GatherResult, String> {
+        let mut settings = self.settings.clone();
+        settings.strait_limits = variant.limits().to_owned();
+        let bin = self.bins.get(peer).ok_or("not installed")?;
+        let proxy = ProxyProcess::start(
+            &self.rt,
+            peer,
+            bin,
+            &self.work_dir,
+            &format!("gather-{}", variant.name()),
+            self.echo.addr,
+            &settings,
+        )?;
+        let pid = proxy.pid();
+        let (streams, declared, sent) = variant.shape();
+        eprintln!(
+            "memory bench: {}: gather attack {}: {streams} streams declaring {} MiB, sending {}              MiB ...",
+            peer.name(),
+            variant.name(),
+            declared / MIB,
+            sent / MIB as usize
+        );
+        let baseline = self.quiet_rss(pid);
+        let started = Instant::now();
+        let attack = self.rt.block_on(gather_attack::run(
+            proxy.listen,
+            streams,
+            declared,
+            sent,
+            PHASE_TIMEOUT,
+        ))?;
+        let took = started.elapsed();
+        let holding = self.rss(pid);
+        let peak = procstat::status_kib(pid, "VmHWM");
+        let mut problems = Vec::new();
+        if attack.failed > 0 {
+            problems.push(format!(
+                "{} streams failed: {}",
+                attack.failed,
+                attack.first_error.clone().unwrap_or_default()
+            ));
+        }
+        let refused = attack.answered.iter().filter(|(s, _)| s == "8").count();
+        if let Some((status, message)) = attack.answered.iter().find(|(s, _)| s != "8") {
+            problems.push(format!("a stream got grpc-status {status}: {message}"));
+        }
+        let first_refusal = attack.answered.first().map(|(_, m)| m.clone());
+        let held = attack.held;
+        drop(attack);
+        if let Err(e) = load::probe(&self.rt, proxy.listen, Duration::from_secs(10)) {
+            problems.push(format!("no relaying after the attack: {e}"));
+        }
+        Ok(GatherResult {
+            variant,
+            baseline,
+            holding,
+            peak,
+            held,
+            refused,
+            first_refusal,
+            problems,
+            took,
+        })
     }
 
     /// A fresh proxy: `--rounds` rounds of opening the idle connections,
@@ -657,7 +856,7 @@ fn main() {
     std::fs::create_dir_all(&work_dir).expect("creating target/bench-memory");
     let limit = procstat::open_files_limit().unwrap_or(0);
     let need = opts.connections as u64 + 512;
-    if limit < need {
+    if limit < need && opts.phases.contains(&Phase::Idle) {
         eprintln!(
             "memory bench: the open-files limit is {limit}, {need} are needed for {} \
              connections: raise it (`ulimit -n {need}`, as scripts/bench-peers.sh does) or \
@@ -753,104 +952,109 @@ fn render(bench: &Bench, results: &[(Peer, Result<RowResult, String>)]) -> Strin
         let _ = writeln!(r, "- {v}");
     }
     let _ = writeln!(r);
-    let k = o.connections as f64 / 1000.0;
-    let _ = writeln!(
-        r,
-        "| proxy | baseline | {k}k idle conns | per conn | closed | {}: open / closed | {} streams | per stream | closed | peak | failures |",
-        match o.rounds {
-            1 => "later rounds".to_string(),
-            2 => "round 2".to_string(),
-            n => format!("rounds 2–{n}"),
-        },
-        o.streams
-    );
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
-    for (peer, res) in results {
-        match res {
-            Err(e) if e == "not installed" => {
-                let _ = writeln!(r, "| {} | not installed | | | | | | | | | |", peer.name());
-            }
-            Err(e) => {
-                let _ = writeln!(r, "| {} | failed | | | | | | | | | 1 |", peer.name());
-                notes.push(format!("{}: {e}", peer.name()));
-            }
-            Ok(m) => {
-                let (open1, closed1) = m.rounds.first().copied().unwrap_or((None, None));
-                let later: Vec<String> = m
-                    .rounds
-                    .iter()
-                    .skip(1)
-                    .map(|(open, closed)| format!("{} / {}", mib_short(*open), mib_short(*closed)))
-                    .collect();
-                let peak = m.idle_hwm.max(m.streams_hwm);
-                let _ = writeln!(
-                    r,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    peer.name(),
-                    mib(m.baseline),
-                    mib(open1),
-                    per(open1, m.baseline, o.connections),
-                    mib(closed1),
-                    if later.is_empty() {
-                        "–".into()
-                    } else {
-                        format!("{} MiB", later.join(", "))
-                    },
-                    mib(m.streams),
-                    per(m.streams, m.stream_conns, o.streams),
-                    mib(m.streams_closed),
-                    mib(peak),
-                    m.failures.len(),
-                );
-                for f in &m.failures {
-                    notes.push(format!("{}: {f}", peer.name()));
+    if o.phases.iter().any(|p| *p != Phase::Gather) {
+        let k = o.connections as f64 / 1000.0;
+        let _ = writeln!(
+            r,
+            "| proxy | baseline | {k}k idle conns | per conn | closed | {}: open / closed | {} streams | per stream | closed | peak | failures |",
+            match o.rounds {
+                1 => "later rounds".to_string(),
+                2 => "round 2".to_string(),
+                n => format!("rounds 2–{n}"),
+            },
+            o.streams
+        );
+        let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (peer, res) in results {
+            match res {
+                Err(e) if e == "not installed" => {
+                    let _ = writeln!(r, "| {} | not installed | | | | | | | | | |", peer.name());
                 }
-                let last = m.rounds.last().and_then(|(open, _)| *open);
-                if let (Some(a), Some(b)) = (last, open1) {
-                    // Growth beyond 10 % (+ 4 MiB) of round 1 means memory
-                    // per connection is not given back for reuse.
-                    if m.rounds.len() > 1 && a as f64 > b as f64 * 1.1 + 4096.0 {
+                Err(e) => {
+                    let _ = writeln!(r, "| {} | failed | | | | | | | | | 1 |", peer.name());
+                    notes.push(format!("{}: {e}", peer.name()));
+                }
+                Ok(m) => {
+                    let (open1, closed1) = m.rounds.first().copied().unwrap_or((None, None));
+                    let later: Vec<String> = m
+                        .rounds
+                        .iter()
+                        .skip(1)
+                        .map(|(open, closed)| {
+                            format!("{} / {}", mib_short(*open), mib_short(*closed))
+                        })
+                        .collect();
+                    let peak = m.idle_hwm.max(m.streams_hwm);
+                    let _ = writeln!(
+                        r,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        peer.name(),
+                        mib(m.baseline),
+                        mib(open1),
+                        per(open1, m.baseline, o.connections),
+                        mib(closed1),
+                        if later.is_empty() {
+                            "–".into()
+                        } else {
+                            format!("{} MiB", later.join(", "))
+                        },
+                        mib(m.streams),
+                        per(m.streams, m.stream_conns, o.streams),
+                        mib(m.streams_closed),
+                        mib(peak),
+                        m.failures.len(),
+                    );
+                    for f in &m.failures {
+                        notes.push(format!("{}: {f}", peer.name()));
+                    }
+                    let last = m.rounds.last().and_then(|(open, _)| *open);
+                    if let (Some(a), Some(b)) = (last, open1) {
+                        // Growth beyond 10 % (+ 4 MiB) of round 1 means memory
+                        // per connection is not given back for reuse.
+                        if m.rounds.len() > 1 && a as f64 > b as f64 * 1.1 + 4096.0 {
+                            notes.push(format!(
+                                "{}: with {} connections open, round {} used {} vs {} in round 1: \
+                                 memory grows across rounds",
+                                peer.name(),
+                                o.connections,
+                                m.rounds.len(),
+                                mib(Some(a)),
+                                mib(Some(b))
+                            ));
+                        }
+                    }
+                    if m.tasks.iter().any(Option::is_some) {
+                        let fmt = |v: &[Option<f64>]| {
+                            v.iter()
+                                .map(|x| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "?".into()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
                         notes.push(format!(
-                            "{}: with {} connections open, round {} used {} vs {} in round 1: \
-                             memory grows across rounds",
+                            "{}: tokio tasks alive (strait_runtime_alive_tasks) at the baseline, \
+                             then after each round: {}; client connections open after each round \
+                             (strait_connections_open): {}",
                             peer.name(),
-                            o.connections,
-                            m.rounds.len(),
-                            mib(Some(a)),
-                            mib(Some(b))
+                            fmt(&m.tasks),
+                            fmt(&m.conns_open_after)
                         ));
                     }
-                }
-                if m.tasks.iter().any(Option::is_some) {
-                    let fmt = |v: &[Option<f64>]| {
-                        v.iter()
-                            .map(|x| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "?".into()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
                     notes.push(format!(
-                        "{}: tokio tasks alive (strait_runtime_alive_tasks) at the baseline, \
-                         then after each round: {}; client connections open after each round \
-                         (strait_connections_open): {}",
+                        "{}: fds {} with the idle connections open, {} after closing them; {} with \
+                         the streams open; stream process before/with connections: {} / {}",
                         peer.name(),
-                        fmt(&m.tasks),
-                        fmt(&m.conns_open_after)
+                        opt(m.fds_open),
+                        opt(m.fds_closed),
+                        opt(m.stream_fds),
+                        mib(m.streams_baseline),
+                        mib(m.stream_conns),
                     ));
                 }
-                notes.push(format!(
-                    "{}: fds {} with the idle connections open, {} after closing them; {} with \
-                     the streams open; stream process before/with connections: {} / {}",
-                    peer.name(),
-                    opt(m.fds_open),
-                    opt(m.fds_closed),
-                    opt(m.stream_fds),
-                    mib(m.streams_baseline),
-                    mib(m.stream_conns),
-                ));
             }
         }
     }
+    render_gather(&mut r, results, &mut notes);
     if !notes.is_empty() {
         let _ = writeln!(r, "\nNotes:\n");
         for n in notes {
@@ -858,6 +1062,72 @@ fn render(bench: &Bench, results: &[(Peer, Result<RowResult, String>)]) -> Strin
         }
     }
     r
+}
+
+/// The gather attack's table (rows that ran it).
+fn render_gather(
+    r: &mut String,
+    results: &[(Peer, Result<RowResult, String>)],
+    notes: &mut Vec<String>,
+) {
+    let runs: Vec<(Peer, &GatherResult)> = results
+        .iter()
+        .filter_map(|(peer, res)| res.as_ref().ok().map(|m| (*peer, m)))
+        .flat_map(|(peer, m)| m.gather.iter().map(move |g| (peer, g)))
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r,
+        "\n### Gather attack\n\nOne connection, streams to `StartWorkflowExecution` each \
+         declaring a message, sending most of it and never ending it. Holding = `VmRSS` once \
+         everything sent has reached the proxy; peak = `VmHWM`; bound = the limit or budget \
+         that applies and the memory it allows beyond the baseline.\n"
+    );
+    let _ = writeln!(
+        r,
+        "| proxy | variant | streams × declared / sent | baseline | holding | peak | peak − baseline | bound | refused / held | attack took | relays after |"
+    );
+    let _ = writeln!(r, "|---|---|---|---:|---:|---:|---:|---|---:|---:|---|");
+    for (peer, g) in runs {
+        let (streams, declared, sent) = g.variant.shape();
+        let (bound, allows) = g.variant.bound();
+        let growth = match (g.peak, g.baseline) {
+            (Some(p), Some(b)) => format!("{:.1} MiB", (p as f64 - b as f64) / 1024.0),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            r,
+            "| {} | {} | {streams} × {} / {} MiB | {} | {} | {} | {growth} | {bound} (+{} MiB) | {} / {} | {:.2} s | {} |",
+            peer.name(),
+            g.variant.name(),
+            declared / MIB,
+            sent / MIB as usize,
+            mib(g.baseline),
+            mib(g.holding),
+            mib(g.peak),
+            allows / 1024,
+            g.refused,
+            g.held,
+            g.took.as_secs_f64(),
+            if g.problems.iter().any(|p| p.starts_with("no relaying")) {
+                "no"
+            } else {
+                "yes"
+            },
+        );
+        if let Some(m) = &g.first_refusal {
+            notes.push(format!(
+                "{} gather {}: refusal message: {m}",
+                peer.name(),
+                g.variant.name()
+            ));
+        }
+        for p in &g.problems {
+            notes.push(format!("{} gather {}: {p}", peer.name(), g.variant.name()));
+        }
+    }
 }
 
 fn opt(v: Option<usize>) -> String {

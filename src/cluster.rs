@@ -89,6 +89,8 @@ pub struct LinkContext<'a> {
     pub plans: &'a mut PlanCache,
     /// The namespace scope plan, compiled by the first link that needs one.
     pub scope: &'a mut Option<Arc<ScopePlan>>,
+    /// The process-wide budget for messages held whole to be edited.
+    pub gather_budget: &'a Arc<crate::relay::gather::Budget>,
 }
 
 fn upstream_config(
@@ -339,6 +341,8 @@ pub async fn start_link(
         methods: local_methods,
         namespaces: outbound_namespaces,
         field_override: None,
+        gather_budget: Arc::clone(link.gather_budget),
+        limits_key: "cluster_connection.limits",
     });
     let inbound = Arc::new(ListenerContext {
         name: Arc::from(format!("{name}-remote").as_str()),
@@ -350,6 +354,8 @@ pub async fn start_link(
         methods,
         namespaces: inbound_namespaces,
         field_override,
+        gather_budget: Arc::clone(link.gather_budget),
+        limits_key: "cluster_connection.limits",
     });
     let connections = link.connections.clone();
     link.connections.spawn(serve_listener(

@@ -28,6 +28,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub descriptors: DescriptorsConfig,
+    #[serde(default)]
+    pub limits: ProcessLimits,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default, rename = "listener")]
@@ -237,6 +239,30 @@ pub struct DescriptorsConfig {
     pub file: Option<PathBuf>,
 }
 
+/// Bounds on the whole process, over every listener and cluster connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessLimits {
+    /// Bytes that messages held whole to be edited may take at once, over all connections; a
+    /// message that would exceed it fails its call with RESOURCE_EXHAUSTED.
+    #[serde(default = "ProcessLimits::default_gather_bytes")]
+    pub gather_bytes: u64,
+}
+
+impl ProcessLimits {
+    fn default_gather_bytes() -> u64 {
+        256 * 1024 * 1024
+    }
+}
+
+impl Default for ProcessLimits {
+    fn default() -> Self {
+        Self {
+            gather_bytes: Self::default_gather_bytes(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
@@ -426,6 +452,14 @@ pub struct ListenerLimits {
     /// Largest gRPC message, each way; larger ones fail the call with RESOURCE_EXHAUSTED.
     #[serde(default = "ListenerLimits::default_max_message_bytes")]
     pub max_message_bytes: u32,
+    /// Largest request message on a method whose requests are edited (they are held whole, not
+    /// streamed); never more than `max_message_bytes`. Responses keep `max_message_bytes`.
+    #[serde(default = "ListenerLimits::default_max_edited_request_bytes")]
+    pub max_edited_request_bytes: u32,
+    /// Bytes that messages held whole to be edited (both ways) may take at once on one client
+    /// connection; a message that would exceed it fails its call with RESOURCE_EXHAUSTED.
+    #[serde(default = "ListenerLimits::default_connection_gather_bytes")]
+    pub connection_gather_bytes: u64,
     /// Largest header list (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
     #[serde(default = "ListenerLimits::default_max_header_list_bytes")]
     pub max_header_list_bytes: u32,
@@ -483,6 +517,14 @@ impl ListenerLimits {
     fn default_max_message_bytes() -> u32 {
         128 * 1024 * 1024
     }
+    /// Temporal's frontend accepts requests of at most 4 MiB (grpc-go's default receive limit),
+    /// so holding a larger request whole would only end in the upstream refusing it.
+    fn default_max_edited_request_bytes() -> u32 {
+        4 * 1024 * 1024
+    }
+    fn default_connection_gather_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
     fn default_max_header_list_bytes() -> u32 {
         64 * 1024
     }
@@ -515,6 +557,8 @@ impl Default for ListenerLimits {
             max_connections: Self::default_max_connections(),
             max_concurrent_streams: Self::default_max_concurrent_streams(),
             max_message_bytes: Self::default_max_message_bytes(),
+            max_edited_request_bytes: Self::default_max_edited_request_bytes(),
+            connection_gather_bytes: Self::default_connection_gather_bytes(),
             max_header_list_bytes: Self::default_max_header_list_bytes(),
             stream_window_bytes: Self::default_stream_window(),
             connection_window_bytes: Self::default_connection_window(),
@@ -525,6 +569,26 @@ impl Default for ListenerLimits {
             max_call_duration: None,
             send_stall_timeout: Self::default_send_stall_timeout(),
         }
+    }
+}
+
+/// The limits on messages held whole to be edited, of a listener or a cluster connection.
+fn check_gather_limits(
+    limits: &ListenerLimits,
+    key: &dyn Fn(&str) -> String,
+    report: &mut impl FnMut(String, String),
+) {
+    if limits.max_edited_request_bytes == 0 {
+        report(
+            key("limits.max_edited_request_bytes"),
+            "must be at least 1".into(),
+        );
+    }
+    if limits.connection_gather_bytes == 0 {
+        report(
+            key("limits.connection_gather_bytes"),
+            "must be at least 1 (every edited message is charged to it)".into(),
+        );
     }
 }
 
@@ -661,6 +725,12 @@ impl Config {
         if self.shutdown.grace > Duration::from_secs(24 * 3600) {
             report("shutdown.grace".into(), "must be at most 24h".into());
         }
+        if self.limits.gather_bytes == 0 {
+            report(
+                "limits.gather_bytes".into(),
+                "must be at least 1 (every edited message is charged to it)".into(),
+            );
+        }
 
         let mut upstream_names = HashSet::new();
         for (i, upstream) in self.upstreams.iter().enumerate() {
@@ -771,6 +841,7 @@ impl Config {
             if limits.max_message_bytes == 0 {
                 report(key("limits.max_message_bytes"), "must be at least 1".into());
             }
+            check_gather_limits(limits, &key, &mut report);
             if limits.max_header_list_bytes < 1024 {
                 report(
                     key("limits.max_header_list_bytes"),
@@ -836,6 +907,7 @@ impl Config {
                 &mut connection_names,
                 &mut report,
             );
+            check_gather_limits(&connection.limits, &key, &mut report);
             if connection.limits.send_stall_timeout.is_zero() {
                 report(
                     key("limits.send_stall_timeout"),
@@ -1084,6 +1156,34 @@ mod tests {
             config.listeners[0].limits.send_stall_timeout,
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn gather_limits_have_defaults_and_zero_is_refused_with_its_key() {
+        let config = Config::parse(MINIMAL).unwrap();
+        let limits = &config.listeners[0].limits;
+        assert_eq!(limits.max_edited_request_bytes, 4 * 1024 * 1024);
+        assert_eq!(limits.connection_gather_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.limits.gather_bytes, 256 * 1024 * 1024);
+
+        let text = MINIMAL.replace(
+            "upstream = \"temporal\"",
+            "upstream = \"temporal\"\nlimits = { max_edited_request_bytes = 0, connection_gather_bytes = 0 }",
+        ) + "[limits]\ngather_bytes = 0\n";
+        let err = Config::parse(&text).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "limits.gather_bytes",
+                "listener[0].limits.max_edited_request_bytes",
+                "listener[0].limits.connection_gather_bytes"
+            ],
+            "{err}"
+        );
+        let text = MINIMAL.to_owned() + "[limits]\ngather_byte = 1\n";
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("gather_byte"), "{err}");
     }
 
     #[test]

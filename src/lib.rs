@@ -235,6 +235,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             .map_err(|e| StartError::Descriptors(Box::new(e)))?,
     };
     let labeler = Arc::new(MethodLabeler::new(method_names));
+    let gather_budget = Arc::new(relay::gather::Budget::new(
+        config.limits.gather_bytes,
+        "limits.gather_bytes",
+    ));
 
     let mut scope = None;
     let mut link_addresses = Vec::new();
@@ -249,6 +253,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             descriptors: descriptors.as_ref().map(|d| d.pool()),
             plans: &mut plans,
             scope: &mut scope,
+            gather_budget: &gather_budget,
         };
         for connection in &config.cluster_connections {
             let started = cluster::start_link(connection, &mut link).await?;
@@ -325,6 +330,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             methods: None,
             namespaces: None,
             field_override: None,
+            gather_budget: Arc::clone(&gather_budget),
+            limits_key: "listener.limits",
         });
         connections.spawn(serve_listener(
             listener,

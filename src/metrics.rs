@@ -49,6 +49,10 @@ pub const MUX_SESSIONS_TOTAL: &str = "strait_mux_sessions_total";
 pub const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
 /// Failed upstream connection attempts, by upstream.
 pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "strait_upstream_connect_errors_total";
+/// Bytes charged now to messages held whole to be edited (their declared lengths), by listener.
+pub const GATHER_BYTES: &str = "strait_gather_bytes";
+/// Messages not gathered because a budget was full, by listener and reason (connection|process).
+pub const GATHER_REFUSALS_TOTAL: &str = "strait_gather_refusals_total";
 /// Tokio tasks alive in the proxy's runtime, read when /metrics is scraped (a leak shows here).
 pub const RUNTIME_ALIVE_TASKS: &str = "strait_runtime_alive_tasks";
 /// 1 when /readyz answers 200, else 0; read when /metrics is scraped.
@@ -126,6 +130,15 @@ fn describe() {
         UPSTREAM_CONNECT_ERRORS_TOTAL,
         "Failed upstream connection attempts"
     );
+    describe_gauge!(
+        GATHER_BYTES,
+        Unit::Bytes,
+        "Bytes charged to messages held whole to be edited"
+    );
+    describe_counter!(
+        GATHER_REFUSALS_TOTAL,
+        "Edited messages refused because a gather budget was full"
+    );
     describe_gauge!(RUNTIME_ALIVE_TASKS, "Tokio tasks alive in the runtime");
     describe_gauge!(READY, "1 when /readyz answers 200");
     describe_gauge!(
@@ -168,10 +181,11 @@ pub enum RelayErrorKind {
     RewriteFailed,
     PermissionDenied,
     SendStalled,
+    GatherBudget,
 }
 
 impl RelayErrorKind {
-    const ALL: [RelayErrorKind; 9] = [
+    const ALL: [RelayErrorKind; 10] = [
         RelayErrorKind::UpstreamUnavailable,
         RelayErrorKind::UpstreamFailed,
         RelayErrorKind::MessageTooLarge,
@@ -181,6 +195,7 @@ impl RelayErrorKind {
         RelayErrorKind::RewriteFailed,
         RelayErrorKind::PermissionDenied,
         RelayErrorKind::SendStalled,
+        RelayErrorKind::GatherBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -194,6 +209,7 @@ impl RelayErrorKind {
             RelayErrorKind::RewriteFailed => "rewrite_failed",
             RelayErrorKind::PermissionDenied => "permission_denied",
             RelayErrorKind::SendStalled => "send_stalled",
+            RelayErrorKind::GatherBudget => "gather_budget",
         }
     }
 }
@@ -315,6 +331,14 @@ impl ViolationCounters {
     }
 }
 
+/// One listener's handles for messages held whole to be edited.
+#[derive(Clone)]
+pub struct GatherMetrics {
+    pub held: Gauge,
+    pub refused_connection: Counter,
+    pub refused_process: Counter,
+}
+
 /// (service, method) labels of a cached `MethodMetrics`.
 type MethodKey = (Arc<str>, Arc<str>);
 
@@ -329,8 +353,9 @@ pub struct ListenerMetrics {
     pub connections_total: Counter,
     pub connections_open: Gauge,
     pub violations: ViolationCounters,
+    pub gather: GatherMetrics,
     closed: [Counter; 5],
-    errors: [Counter; 9],
+    errors: [Counter; 10],
     rewrites: [Counter; 4],
     methods: Mutex<HashMap<MethodKey, Arc<MethodMetrics>>>,
 }
@@ -349,6 +374,11 @@ impl ListenerMetrics {
             connections_total: counter!(CONNECTIONS_TOTAL, "listener" => l.clone()),
             connections_open: gauge!(CONNECTIONS_OPEN, "listener" => l.clone()),
             violations: ViolationCounters::new(&l),
+            gather: GatherMetrics {
+                held: gauge!(GATHER_BYTES, "listener" => l.clone()),
+                refused_connection: counter!(GATHER_REFUSALS_TOTAL, "listener" => l.clone(), "reason" => "connection"),
+                refused_process: counter!(GATHER_REFUSALS_TOTAL, "listener" => l.clone(), "reason" => "process"),
+            },
             closed: CloseReason::ALL
                 .map(|reason| counter!(CONNECTIONS_CLOSED_TOTAL, "listener" => l.clone(), "reason" => reason.as_str())),
             errors: RelayErrorKind::ALL

@@ -1,8 +1,10 @@
 //! The HTTP/2 relay: the server side accepting client connections (`server`), one task per call
 //! pumping headers, gRPC messages and trailers both ways (`call`, `pump`), and the pool of HTTP/2
-//! connections to each upstream (`upstream`), and the count of what HTTP/2 refuses clients (`watch`).
+//! connections to each upstream (`upstream`), the count of what HTTP/2 refuses clients (`watch`),
+//! and the budgets for messages held whole to be edited (`gather`).
 
 pub mod call;
+pub mod gather;
 pub mod pump;
 pub mod server;
 pub mod upstream;
@@ -29,4 +31,10 @@ pub struct ListenerContext {
     pub namespaces: Option<Arc<crate::access::namespaces::NamespaceAcl>>,
     /// A request field set to a fixed value (the advertised address in `AddOrUpdateRemoteCluster`).
     pub field_override: Option<crate::rewrite::FieldOverride>,
+    /// The process-wide budget for messages held whole to be edited (`[limits] gather_bytes`),
+    /// shared by every listener of one proxy.
+    pub gather_budget: Arc<gather::Budget>,
+    /// Where `limits` come from in the config (`listener.limits`, `cluster_connection.limits`),
+    /// to name a limit's key in the errors it causes.
+    pub limits_key: &'static str,
 }

@@ -170,6 +170,7 @@ fn wheel_envoy(venv: &Path) -> Option<PathBuf> {
 }
 
 /// Knobs for one proxy start.
+#[derive(Clone)]
 pub struct Settings {
     /// Strait's `[runtime] worker_threads`.
     pub strait_threads: usize,
@@ -183,6 +184,8 @@ pub struct Settings {
     /// Client connections HAProxy must accept at once (its `maxconn` is at
     /// least this; by default it is sized from the fd limit).
     pub haproxy_min_maxconn: u64,
+    /// Extra lines for Strait's `[listener.limits]` (e.g. the memory bench's gather phase).
+    pub strait_limits: String,
 }
 
 impl Settings {
@@ -193,6 +196,7 @@ impl Settings {
             descriptors,
             fd_limit: crate::procstat::open_files_limit().unwrap_or(1024),
             haproxy_min_maxconn: 0,
+            strait_limits: String::new(),
         }
     }
 }
@@ -415,11 +419,13 @@ upstream = "echo"
 max_connections = 100000
 max_concurrent_streams = {streams}
 stream_window_bytes = {window}
+{extra_limits}
 {translate}"#,
         threads = s.strait_threads,
         conns = s.upstream_connections,
         streams = h2cfg::MAX_CONCURRENT_STREAMS,
         window = h2cfg::STREAM_WINDOW,
+        extra_limits = s.strait_limits,
     )
 }
 

@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::gather::{Budget, Gather, GatherError, Scope};
 use super::pump::{pump_body, BodyEnd, Counters, Edits, PumpError};
 use super::ListenerContext;
 use crate::access::namespaces::{AccessError, DenialKind, MessageGuardFactory};
@@ -57,6 +58,8 @@ enum CallError {
     Deadline(Duration),
     /// The side written to granted no flow-control window for `send_stall_timeout`.
     Stalled(Direction, Duration),
+    /// A message to be held whole was over its limit or a gather budget.
+    Gather(GatherError),
 }
 
 /// The rewriting state of one call: which message types are edited each way and the call's
@@ -148,11 +151,13 @@ impl ClientResponse {
 
 /// Relays one call to the listener's upstream, until it ends or `abort` fires (the shutdown grace
 /// period is over): then the upstream call is cancelled and the client gets UNAVAILABLE.
+/// `gather_budget` is its connection's.
 pub async fn relay_call(
     ctx: Arc<ListenerContext>,
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
     abort: CancellationToken,
+    gather_budget: Arc<Budget>,
 ) {
     let started = Instant::now();
     let labels = ctx.labeler.labels(request.uri().path());
@@ -163,7 +168,7 @@ pub async fn relay_call(
         body: None,
     };
     let relayed = {
-        let relay = relay(&ctx, request, &mut client, started);
+        let relay = relay(&ctx, request, &mut client, started, &gather_budget);
         tokio::pin!(relay);
         tokio::select! {
             code = &mut relay => Some(code),
@@ -184,6 +189,7 @@ async fn relay(
     request: Request<RecvStream>,
     client: &mut ClientResponse,
     started: Instant,
+    gather_budget: &Arc<Budget>,
 ) -> Code {
     let (parts, mut client_recv) = request.into_parts();
     let is_grpc = parts
@@ -332,6 +338,20 @@ async fn relay(
     };
 
     let limit = ctx.limits.max_message_bytes;
+    // An edited request is held whole (and inflated whole), so it has a limit of its own.
+    let request_limit = limit.min(ctx.limits.max_edited_request_bytes);
+    let request_limit_key = if request_limit < limit {
+        "max_edited_request_bytes"
+    } else {
+        "max_message_bytes"
+    };
+    let gather = |max_message: u32, key: &str| Gather {
+        max_message,
+        max_message_key: Arc::from(format!("{}.{key}", ctx.limits_key)),
+        connection: Arc::clone(gather_budget),
+        process: Arc::clone(&ctx.gather_budget),
+        metrics: ctx.metrics.gather.clone(),
+    };
     let (request_guard, response_guard) = match &ctx.namespaces {
         Some(acl) => acl.guards(path, request_encoding.clone(), limit),
         None => (None, None),
@@ -342,12 +362,17 @@ async fn relay(
             .field_override
             .clone()
             .filter(|o| o.path == parts.uri.path()),
-        editor: rewrite
-            .as_ref()
-            .and_then(|r| r.editor(Direction::ToUpstream, request_encoding.clone(), limit)),
+        editor: rewrite.as_ref().and_then(|r| {
+            r.editor(
+                Direction::ToUpstream,
+                request_encoding.clone(),
+                request_limit,
+            )
+        }),
         encoding: Some(request_encoding),
-        limit,
+        limit: request_limit,
         stats: EditStats::default(),
+        gather: gather(request_limit, request_limit_key),
     };
     let mut response_stats = EditStats::default();
     let outcome = {
@@ -387,6 +412,7 @@ async fn relay(
             rewrite.as_ref(),
             response_guard,
             &mut response_stats,
+            gather(limit, "max_message_bytes"),
         );
         tokio::pin!(request_pump);
         tokio::pin!(response);
@@ -428,6 +454,7 @@ fn request_error(err: PumpError) -> CallError {
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToUpstream, err),
         PumpError::Access(err) => CallError::Access(Direction::ToUpstream, err),
         PumpError::Stalled(limit) => CallError::Stalled(Direction::ToUpstream, limit),
+        PumpError::Gather(err) => CallError::Gather(err),
     }
 }
 
@@ -441,6 +468,7 @@ fn response_error(err: PumpError) -> CallError {
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToClient, err),
         PumpError::Access(err) => CallError::Access(Direction::ToClient, err),
         PumpError::Stalled(limit) => CallError::Stalled(Direction::ToClient, limit),
+        PumpError::Gather(err) => CallError::Gather(err),
     }
 }
 
@@ -580,6 +608,31 @@ fn fail_call(
             client.fail(&status);
             status.code
         }
+        CallError::Gather(err) => {
+            upstream_send.send_reset(Reason::CANCEL);
+            match &err {
+                GatherError::TooLarge { .. } => {
+                    ctx.metrics.relay_error(RelayErrorKind::MessageTooLarge);
+                    debug!(error = %err, "message too large to hold whole; call failed");
+                }
+                // One client's doing: its own connection's budget.
+                GatherError::OverBudget {
+                    scope: Scope::Connection,
+                    ..
+                } => {
+                    ctx.metrics.relay_error(RelayErrorKind::GatherBudget);
+                    debug!(error = %err, "connection gather budget full; call failed");
+                }
+                // Every client's edited calls are refused while it is full: the operator's concern.
+                GatherError::OverBudget { .. } => {
+                    ctx.metrics.relay_error(RelayErrorKind::GatherBudget);
+                    warn_limited!(error = %err, "process gather budget full; call failed");
+                }
+            }
+            let status = Status::new(Code::ResourceExhausted, err.to_string());
+            client.fail(&status);
+            status.code
+        }
         CallError::Deadline(budget) => {
             ctx.metrics.relay_error(RelayErrorKind::DeadlineExceeded);
             upstream_send.send_reset(Reason::CANCEL);
@@ -603,6 +656,7 @@ fn frame_status(err: &FrameError) -> Status {
 }
 
 /// Waits for the upstream response, forwards its headers, body and trailers to the client.
+#[allow(clippy::too_many_arguments)]
 async fn relay_response(
     ctx: &ListenerContext,
     response_future: h2::client::ResponseFuture,
@@ -611,6 +665,7 @@ async fn relay_response(
     rewrite: Option<&CallRewrite>,
     guard: Option<MessageGuardFactory>,
     stats: &mut EditStats,
+    gather: Gather,
 ) -> Result<Code, CallError> {
     let response = {
         tokio::pin!(response_future);
@@ -652,9 +707,12 @@ async fn relay_response(
     let encoding = Encoding::from_header(parts_encoding.as_ref());
     let mut edits = Edits {
         guard: guard.map(|g| g.guard(encoding.clone())),
+        field_override: None,
         editor: rewrite.and_then(|r| r.editor(Direction::ToClient, encoding, limit)),
+        encoding: None,
         limit,
-        ..Edits::default()
+        stats: EditStats::default(),
+        gather,
     };
     let counters = Counters {
         bytes: &ctx.metrics.response_bytes,

@@ -13,6 +13,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use metrics::Counter;
 
+use super::gather::{Gather, GatherError, Reservation};
 use crate::access::namespaces::{AccessError, MessageGuard};
 use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
 use crate::rewrite::compression::{self, Encoding};
@@ -36,6 +37,8 @@ pub enum PumpError {
     Access(AccessError),
     /// The receiving peer granted no flow-control window for this long.
     Stalled(Duration),
+    /// A message that had to be held whole did not fit its limit or a budget (not forwarded).
+    Gather(GatherError),
 }
 
 tokio::task_local! {
@@ -47,7 +50,6 @@ tokio::task_local! {
 
 /// A direction whose messages are handled one by one, in this order: the namespace guard (checks
 /// requests, filters responses), a fixed field value, then name translation.
-#[derive(Default)]
 pub struct Edits {
     pub guard: Option<MessageGuard>,
     pub field_override: Option<FieldOverride>,
@@ -56,6 +58,8 @@ pub struct Edits {
     pub encoding: Option<Encoding>,
     pub limit: u32,
     pub stats: EditStats,
+    /// What the messages are charged to while they are held whole.
+    pub gather: Gather,
 }
 
 impl Edits {
@@ -238,10 +242,12 @@ async fn finish_body(
 }
 
 /// Message mode, for a direction whose message type has edit targets: each message is gathered whole
-/// (it must be, to be edited; at most `max_message_bytes`), edited, re-framed and forwarded. Window
-/// is released as bytes are consumed into the message, since a message larger than the window could
-/// otherwise never complete; the next chunk is not read until the edited message was sent, so the
-/// sender is still held back by the receiver.
+/// (it must be, to be edited), edited, re-framed and forwarded. Its declared length is charged to the
+/// gather budgets at its prefix, before a byte of it is stored, and the buffer grows only as bytes
+/// arrive (never past that length), so a client that declares more than it sends costs the budget,
+/// not memory. Window is released as bytes are consumed into the message, since a message larger
+/// than the window could otherwise never complete; the next chunk is not read until the edited
+/// message was sent, so the sender is still held back by the receiver.
 async fn pump_messages(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
@@ -251,7 +257,10 @@ async fn pump_messages(
 ) -> Result<BodyEnd, PumpError> {
     let mut header: Option<MessageHeader> = None;
     let mut whole: Option<Bytes> = None;
-    let mut gathered = BytesMut::new();
+    let mut gathered: Vec<u8> = Vec::new();
+    // The charge of the message being gathered; those of messages edited but not yet sent.
+    let mut charge: Option<Reservation> = None;
+    let mut unsent: Vec<Reservation> = Vec::new();
     loop {
         let Some(mut chunk) = next_chunk(src, dst).await? else {
             break;
@@ -262,26 +271,29 @@ async fn pump_messages(
         let mut out: Vec<Bytes> = Vec::new();
         while let Some(event) = decoder.next(&mut chunk).map_err(PumpError::Frame)? {
             match event {
-                FrameEvent::Header(h) => header = Some(h),
+                FrameEvent::Header(h) => {
+                    charge = Some(edits.gather.reserve(h.len).map_err(PumpError::Gather)?);
+                    header = Some(h);
+                }
                 FrameEvent::Body(body) => {
+                    let declared = header.map_or(0, |h| h.len as usize);
                     // A message that arrives in one piece is edited in place, without a copy.
-                    let complete = header.is_some_and(|h| h.len as usize == body.len());
-                    if complete && gathered.is_empty() {
+                    if declared == body.len() && gathered.is_empty() {
                         whole = Some(body);
                     } else {
-                        if gathered.is_empty() {
-                            // A message in pieces: room for all of it at once (the decoder has
-                            // checked its length against the limit), not growth by doubling.
-                            gathered.reserve(header.map_or(0, |h| h.len as usize));
-                        }
+                        grow_within(&mut gathered, body.len(), declared);
                         gathered.extend_from_slice(&body);
                     }
                 }
                 FrameEvent::End => {
                     let compressed = header.take().is_some_and(|h| h.compressed);
-                    let body = whole.take().unwrap_or_else(|| gathered.split().freeze());
+                    // Complete, so length = capacity: the conversion keeps the allocation.
+                    let body = whole
+                        .take()
+                        .unwrap_or_else(|| Bytes::from(std::mem::take(&mut gathered)));
                     let (compressed, body) = edits.process(compressed, body).await?;
                     frame_into(&mut out, compressed, body)?;
+                    unsent.extend(charge.take());
                 }
             }
         }
@@ -292,6 +304,8 @@ async fn pump_messages(
         for (i, part) in out.into_iter().enumerate() {
             send_all(dst, part, end && i + 1 == parts).await?;
         }
+        // Sent: h2 holds at most a window of it now, which the budgets do not need to cover.
+        unsent.clear();
         src.flow_control()
             .release_capacity(len)
             .map_err(PumpError::Src)?;
@@ -304,6 +318,21 @@ async fn pump_messages(
     }
     decoder.finish().map_err(PumpError::Frame)?;
     finish_body(src, dst).await
+}
+
+/// Makes room in `buf` for `more` bytes of a message of `declared` bytes: at least doubling (so
+/// copies stay linear) but never past `declared`, the length its budget was charged for.
+fn grow_within(buf: &mut Vec<u8>, more: usize, declared: usize) {
+    let needed = buf.len() + more;
+    if needed <= buf.capacity() {
+        return;
+    }
+    // Small first steps: most messages arriving in pieces are a few DATA frames long.
+    let target = needed
+        .max(buf.capacity().saturating_mul(2))
+        .max(64 * 1024)
+        .min(declared.max(needed));
+    buf.reserve_exact(target - buf.len());
 }
 
 /// Frames one edited message: small ones as one buffer (one DATA frame), large ones as prefix + body
@@ -385,4 +414,35 @@ pub async fn send_all(
             .map_err(PumpError::Dst)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn a_gathered_buffer_grows_as_bytes_arrive_and_never_past_the_declared_length() {
+        let declared = 1_000_000;
+        let mut buf = Vec::new();
+        let mut capacities = Vec::new();
+        for piece in [16_384usize; 61].into_iter().chain([576]) {
+            grow_within(&mut buf, piece, declared);
+            buf.extend_from_slice(&vec![0; piece]);
+            assert!(
+                buf.capacity() <= declared,
+                "{} > {declared}",
+                buf.capacity()
+            );
+            capacities.push(buf.capacity());
+        }
+        assert_eq!(buf.len(), declared);
+        // Doubling from 64 KiB: a handful of reallocations, the last one exactly to the length.
+        capacities.dedup();
+        assert_eq!(capacities, [65_536, 131_072, 262_144, 524_288, declared]);
+        // A large message of which little arrives costs little: 64 KiB for its first piece.
+        let mut small = Vec::new();
+        grow_within(&mut small, 100, 100 * 1024 * 1024);
+        assert_eq!(small.capacity(), 64 * 1024);
+    }
 }

@@ -178,6 +178,11 @@ pub async fn serve_connection(
     ctx.metrics.connections_open.increment(1.0);
     debug!("connection open");
 
+    // Shared by the calls of this connection: what one client may make the proxy hold whole.
+    let gather_budget = Arc::new(super::gather::Budget::new(
+        limits.connection_gather_bytes,
+        format!("{}.connection_gather_bytes", ctx.limits_key),
+    ));
     let activity = Arc::new(Activity {
         open: AtomicUsize::new(0),
         last_end_ms: AtomicU64::new(0),
@@ -229,6 +234,7 @@ pub async fn serve_connection(
                     activity.open.fetch_add(1, Ordering::AcqRel);
                     let ctx = Arc::clone(&ctx);
                     let activity = Arc::clone(&activity);
+                    let gather_budget = Arc::clone(&gather_budget);
                     let span = tracing::debug_span!("rpc", method = %request.uri().path());
                     let stall = ctx.limits.send_stall_timeout;
                     let abort = lifecycle.abort.clone();
@@ -238,7 +244,7 @@ pub async fn serve_connection(
                     tokio::spawn(Box::pin(SEND_STALL_TIMEOUT.scope(
                         stall,
                         async move {
-                            relay_call(ctx, request, respond, abort).await;
+                            relay_call(ctx, request, respond, abort, gather_budget).await;
                             let now = activity.since.elapsed().as_millis() as u64;
                             activity.last_end_ms.store(now, Ordering::Release);
                             activity.open.fetch_sub(1, Ordering::AcqRel);
