@@ -6,9 +6,11 @@
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use h2::client::SendRequest;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
@@ -46,7 +48,12 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 enum CallError {
     ClientReset(Reason),
     ClientGone(h2::Error),
+    /// The upstream peer itself reset the stream with this reason (not CANCEL).
     UpstreamReset(Reason),
+    /// The upstream peer itself reset the stream with CANCEL.
+    UpstreamCancelled,
+    /// The upstream connection failed (closed, or ended by Strait's HTTP/2 client for garbage or a
+    /// protocol error), or h2 reset the stream for an error in the upstream's frames.
     UpstreamFailed(h2::Error),
     RequestFrame(FrameError),
     ResponseFrame(FrameError),
@@ -264,7 +271,7 @@ async fn relay(
     let connect_deadline = started + ctx.upstream.connect_timeout();
     let acquire_deadline = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
     let end_of_stream = client_recv.is_end_stream();
-    let (response_future, mut upstream_send) = {
+    let (response_future, mut upstream_send, mut connection) = {
         let mut attempts = 0;
         loop {
             let sender = match ctx.upstream.acquire(acquire_deadline).await {
@@ -278,7 +285,9 @@ async fn relay(
             };
             let mut sender = sender;
             match sender.send_request(upstream_request.clone(), end_of_stream) {
-                Ok(pair) => break pair,
+                // The connection is kept to tell, if the stream closes under the request, whether
+                // the connection failed.
+                Ok((response, send)) => break (response, send, sender),
                 // The connection closed between acquire and send: nothing was sent, so retry.
                 Err(err) if attempts < 2 => {
                     attempts += 1;
@@ -326,7 +335,7 @@ async fn relay(
                 bytes: &ctx.metrics.request_bytes,
                 messages: &ctx.metrics.request_messages,
             };
-            match pump_body(
+            let pumped = match pump_body(
                 &mut client_recv,
                 &mut upstream_send,
                 &mut decoder,
@@ -337,11 +346,19 @@ async fn relay(
             {
                 Ok(BodyEnd::Trailers(trailers)) => upstream_send
                     .send_trailers(forwardable(trailers))
-                    .map_err(CallError::UpstreamFailed),
+                    .map_err(PumpError::Dst),
                 Ok(BodyEnd::EndOfStream) => Ok(()),
-                // The upstream answered without needing the rest of the request (RFC 9113 §8.1):
-                // not an error; the response carries the outcome.
-                Err(PumpError::DstReset(Reason::NO_ERROR)) => Ok(()),
+                Err(err) => Err(err),
+            };
+            match pumped {
+                Ok(()) => Ok(()),
+                // The stream's own error says the connection closed or refused it.
+                Err(PumpError::Dst(err)) if err.is_io() || err.is_go_away() => {
+                    Err(CallError::UpstreamFailed(err))
+                }
+                Err(err @ (PumpError::DstReset(_) | PumpError::Dst(_))) => {
+                    upstream_closed(err, &mut connection, &mut upstream_send).await
+                }
                 Err(err) => Err(request_error(err)),
             }
         };
@@ -384,12 +401,45 @@ async fn relay(
     }
 }
 
+/// Why the upstream stream took no more of the request. h2 reports a reset by the upstream and the
+/// end of the connection by Strait's own HTTP/2 client (it sent GOAWAY for garbage or a protocol
+/// error) alike here, as a bare reason; relaying that as a reset would blame the upstream peer for
+/// a failure the proxy detected. The connection knows it failed: h2 records that under the same
+/// lock as the streams' resets, so it is never seen late. Otherwise the stream alone was reset,
+/// by the upstream or by h2 for an error in the upstream's frames: the response half, which ends at
+/// once on a closed stream, reports which (`Ok` leaves the outcome to it).
+async fn upstream_closed(
+    err: PumpError,
+    connection: &mut SendRequest<Bytes>,
+    send: &mut SendStream<Bytes>,
+) -> Result<(), CallError> {
+    let failure = poll_fn(|cx| {
+        Poll::Ready(match connection.poll_ready(cx) {
+            Poll::Ready(Err(failure))
+                if failure.is_io() || (failure.is_go_away() && failure.is_library()) =>
+            {
+                Some(Ok(failure))
+            }
+            // A GOAWAY the upstream sent leaves the streams it processed running: not a failure
+            // of this one.
+            _ if send.poll_reset(cx).is_ready() => None,
+            _ => Some(Err(())),
+        })
+    })
+    .await;
+    match failure {
+        Some(Ok(failure)) => Err(CallError::UpstreamFailed(failure)),
+        None => Ok(()),
+        Some(Err(())) => Err(request_error(err)),
+    }
+}
+
 /// Maps an error of the request direction (client → upstream).
 fn request_error(err: PumpError) -> CallError {
     match err {
         PumpError::Src(err) => client_error(err),
         PumpError::Dst(err) => CallError::UpstreamFailed(err),
-        PumpError::DstReset(reason) => CallError::UpstreamReset(reason),
+        PumpError::DstReset(reason) => CallError::UpstreamFailed(h2::Error::from(reason)),
         PumpError::Frame(err) => CallError::RequestFrame(err),
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToUpstream, err),
         PumpError::Access(err) => CallError::Access(Direction::ToUpstream, err),
@@ -417,10 +467,25 @@ fn client_error(err: h2::Error) -> CallError {
     }
 }
 
+/// Only a reset the upstream peer sent is its answer; anything else on the upstream side (a reset
+/// h2 sent for the upstream's bad frames, a GOAWAY, a closed connection) is a failed upstream.
 fn upstream_error(err: h2::Error) -> CallError {
     match err.reason() {
+        Some(Reason::CANCEL) if err.is_reset() && err.is_remote() => CallError::UpstreamCancelled,
         Some(reason) if err.is_reset() && err.is_remote() => CallError::UpstreamReset(reason),
         _ => CallError::UpstreamFailed(err),
+    }
+}
+
+/// The status a gRPC client reads from a reset it receives (gRPC PROTOCOL-HTTP2, "Errors"): what a
+/// relayed reset counts as.
+fn reset_code(reason: Reason) -> Code {
+    match reason {
+        Reason::REFUSED_STREAM => Code::Unavailable,
+        Reason::CANCEL => Code::Cancelled,
+        Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        _ => Code::Internal,
     }
 }
 
@@ -442,14 +507,24 @@ fn fail_call(
             upstream_send.send_reset(Reason::CANCEL);
             Code::Cancelled
         }
+        // Relayed as it came: the client's gRPC library reads it as it would from the upstream
+        // (REFUSED_STREAM stays safe to retry).
         CallError::UpstreamReset(reason) => {
             debug!(?reason, "upstream reset the call; resetting client stream");
             client.reset(reason);
-            if reason == Reason::REFUSED_STREAM {
-                Code::Unavailable
-            } else {
-                Code::Cancelled
-            }
+            reset_code(reason)
+        }
+        CallError::UpstreamCancelled => {
+            debug!("upstream cancelled the call");
+            let status = Status::new(
+                Code::Cancelled,
+                format!(
+                    "upstream {:?} cancelled the call (RST_STREAM CANCEL)",
+                    ctx.upstream.name()
+                ),
+            );
+            client.fail(&status);
+            status.code
         }
         CallError::UpstreamFailed(err) => {
             warn!(error = %err, "upstream failed during the call");
