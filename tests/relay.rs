@@ -7,6 +7,8 @@
 mod backend;
 #[path = "support/client.rs"]
 mod client;
+#[path = "support/h2raw.rs"]
+mod h2raw;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -262,13 +264,17 @@ async fn client_cancellation_resets_the_upstream_stream() {
 }
 
 #[tokio::test]
-async fn upstream_reset_reaches_the_client() {
+async fn an_upstream_cancel_reaches_the_client_as_cancelled() {
     let (_backend, proxy, client) = setup("").await;
-    let err = unary(&client, grpc_request("/test.Echo/Reset"), b"x")
+    let reply = unary(&client, grpc_request("/test.Echo/Reset"), b"x")
         .await
-        .unwrap_err();
-    assert_eq!(err.reason(), Some(Reason::CANCEL), "{err:?}");
-    assert!(err.is_reset());
+        .unwrap();
+    assert_eq!(reply.status(), 1, "{}", reply.message());
+    assert!(
+        reply.message().contains("\"backend\" cancelled"),
+        "{}",
+        reply.message()
+    );
     assert!(proxy.shutdown().await);
 }
 
@@ -891,4 +897,202 @@ async fn an_upstream_goaway_moves_new_calls_to_a_new_connection_while_old_calls_
     assert_eq!(reply.status(), 0, "{}", reply.message());
     assert_eq!(reply.messages[0], Bytes::from_static(b"long poll"));
     assert!(proxy.shutdown().await);
+}
+
+/// What a scripted upstream (raw frames, tests/support/h2raw.rs) does to a call.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Bytes that are no HTTP/2 frame (a frame header declaring 16 MiB): Strait's HTTP/2 client
+    /// ends the connection with GOAWAY(FRAME_SIZE_ERROR).
+    Garbage,
+    /// A well-formed frame the protocol forbids (DATA on stream 0): GOAWAY(PROTOCOL_ERROR).
+    ProtocolError,
+    /// The TCP connection closed.
+    Close,
+    /// Response headers with a connection-specific field: h2 resets that stream itself
+    /// (PROTOCOL_ERROR), the connection lives on.
+    MalformedResponse,
+    /// The upstream resets the stream with this error code.
+    Reset(u32),
+}
+
+impl Fault {
+    fn ends_connection(self) -> bool {
+        matches!(self, Fault::Garbage | Fault::ProtocolError | Fault::Close)
+    }
+}
+
+/// How a call must end for the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// A gRPC status whose message names the upstream.
+    Status(i32),
+    /// RST_STREAM with this reason.
+    Reset(Reason),
+}
+
+/// A proxy whose one upstream connection goes to a listener the test scripts frame by frame.
+async fn proxy_to_raw_upstream() -> (tokio::net::TcpListener, Running) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let text = format!(
+        r#"
+        [log]
+        level = "error"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "backend"
+        address = "{}"
+        connections = 1
+        connect_timeout = "10s"
+        backoff_initial = "20ms"
+        backoff_max = "100ms"
+        [[listener]]
+        name = "test"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        "#,
+        listener.local_addr().unwrap()
+    );
+    let proxy = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    (listener, proxy)
+}
+
+/// A client whose streams grant no flow-control window: it takes headers and trailers, never data.
+async fn connect_zero_window(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+/// `rounds` calls through a proxy to a scripted upstream. Each call sends one message and keeps
+/// its request open, so both directions are live when the fault strikes: before any response, or
+/// (`mid_response`) after response headers and one message. Every call must end as `expected`.
+/// Repeated because which direction of the call notices first is a matter of scheduling.
+async fn upstream_fault(fault: Fault, mid_response: bool, zero_window: bool, expected: Outcome) {
+    let (listener, proxy) = proxy_to_raw_upstream().await;
+    let addr = proxy.listener_addr("test").unwrap();
+    let client = if zero_window {
+        connect_zero_window(addr).await
+    } else {
+        connect(addr).await
+    };
+    let mut upstream: Option<h2raw::RawConn> = None;
+    for round in 0..6 {
+        let (response, mut request) = start_call(&client, "/test.Echo/Unary").await;
+        request.send_data(frame(b"request"), false).unwrap();
+        let conn = match &mut upstream {
+            Some(conn) => conn,
+            None => upstream.insert(h2raw::RawConn::accept(&listener).await),
+        };
+        let id = conn.next_request(Duration::from_secs(10)).await;
+        if mid_response {
+            let mut response =
+                h2raw::headers(id, &h2raw::response_block(200, &[]), h2raw::END_HEADERS);
+            response.extend(h2raw::data(id, &h2raw::grpc_message(b"partial"), false));
+            conn.send(&response).await.unwrap();
+        }
+        let fault_bytes = match fault {
+            Fault::Garbage => {
+                let mut bytes = vec![0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
+                bytes.extend((0..64).map(|_| fastrand::u8(..)));
+                bytes
+            }
+            Fault::ProtocolError => h2raw::data(0, b"x", false),
+            Fault::Close => Vec::new(),
+            Fault::MalformedResponse => h2raw::headers(
+                id,
+                &h2raw::response_block(200, &[("connection", b"close")]),
+                h2raw::END_HEADERS,
+            ),
+            Fault::Reset(code) => h2raw::rst_stream(id, code),
+        };
+        let _ = conn.send(&fault_bytes).await;
+        if fault.ends_connection() {
+            upstream = None;
+        }
+        let outcome = tokio::time::timeout(Duration::from_secs(10), read_reply(response))
+            .await
+            .unwrap_or_else(|_| panic!("{fault:?} round {round}: no end within 10 s"));
+        let what = format!(
+            "{fault:?} (mid_response {mid_response}, zero_window {zero_window}) round {round}"
+        );
+        match (outcome, expected) {
+            (Ok(reply), Outcome::Status(code)) => {
+                assert_eq!(reply.status(), code, "{what}: {}", reply.message());
+                assert!(
+                    reply.message().contains("upstream \"backend\""),
+                    "{what}: {}",
+                    reply.message()
+                );
+                assert_eq!(reply.trailers_only, !mid_response, "{what}");
+            }
+            (Err(err), Outcome::Reset(reason)) => {
+                assert!(err.is_reset() && err.is_remote(), "{what}: {err:?}");
+                assert_eq!(err.reason(), Some(reason), "{what}: {err:?}");
+            }
+            (outcome, expected) => panic!("{what}: expected {expected:?}, got {outcome:?}"),
+        }
+    }
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connection_failures_mid_request_give_unavailable_naming_the_upstream() {
+    for fault in [Fault::Garbage, Fault::ProtocolError, Fault::Close] {
+        upstream_fault(fault, false, false, Outcome::Status(14)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connection_failures_mid_response_give_unavailable_even_to_a_client_reading_nothing(
+) {
+    for fault in [Fault::Garbage, Fault::ProtocolError, Fault::Close] {
+        for zero_window in [false, true] {
+            upstream_fault(fault, true, zero_window, Outcome::Status(14)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_upstream_response_gives_unavailable_not_a_relayed_reset() {
+    upstream_fault(Fault::MalformedResponse, false, false, Outcome::Status(14)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_rst_stream_cancel_gives_cancelled_before_and_during_the_response() {
+    for (mid_response, zero_window) in [(false, false), (true, false), (true, true)] {
+        upstream_fault(
+            Fault::Reset(h2raw::CANCEL),
+            mid_response,
+            zero_window,
+            Outcome::Status(1),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_upstream_resets_are_relayed_as_resets_with_their_reason() {
+    for (code, reason) in [
+        (0x2, Reason::INTERNAL_ERROR),
+        (h2raw::REFUSED_STREAM, Reason::REFUSED_STREAM),
+    ] {
+        for (mid_response, zero_window) in [(false, false), (true, false), (true, true)] {
+            upstream_fault(
+                Fault::Reset(code),
+                mid_response,
+                zero_window,
+                Outcome::Reset(reason),
+            )
+            .await;
+        }
+    }
 }

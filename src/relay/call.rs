@@ -6,11 +6,11 @@
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use h2::client::SendRequest;
+use h2::client::PushPromises;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
@@ -271,7 +271,7 @@ async fn relay(
     let connect_deadline = started + ctx.upstream.connect_timeout();
     let acquire_deadline = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
     let end_of_stream = client_recv.is_end_stream();
-    let (response_future, mut upstream_send, mut connection) = {
+    let (mut response_future, mut upstream_send) = {
         let mut attempts = 0;
         loop {
             let sender = match ctx.upstream.acquire(acquire_deadline).await {
@@ -285,9 +285,7 @@ async fn relay(
             };
             let mut sender = sender;
             match sender.send_request(upstream_request.clone(), end_of_stream) {
-                // The connection is kept to tell, if the stream closes under the request, whether
-                // the connection failed.
-                Ok((response, send)) => break (response, send, sender),
+                Ok(pair) => break pair,
                 // The connection closed between acquire and send: nothing was sent, so retry.
                 Err(err) if attempts < 2 => {
                     attempts += 1;
@@ -325,10 +323,15 @@ async fn relay(
         stats: EditStats::default(),
     };
     let mut response_stats = EditStats::default();
+    // A second handle on the upstream stream's receiving half, which the response pump may be too
+    // busy to read (held up by a slow client): it ends when that half does, with h2's own error for
+    // a stream that failed. Push is disabled, so it yields no promises.
+    let mut upstream_stream = response_future.push_promises();
+    let mut upstream_recv_ended = false;
     let outcome = {
         let request_pump = async {
             if end_of_stream {
-                return Ok(());
+                return Ok(RequestEnd::Sent);
             }
             let mut decoder = FrameDecoder::new(limit);
             let counters = Counters {
@@ -351,13 +354,9 @@ async fn relay(
                 Err(err) => Err(err),
             };
             match pumped {
-                Ok(()) => Ok(()),
-                // The stream's own error says the connection closed or refused it.
-                Err(PumpError::Dst(err)) if err.is_io() || err.is_go_away() => {
-                    Err(CallError::UpstreamFailed(err))
-                }
+                Ok(()) => Ok(RequestEnd::Sent),
                 Err(err @ (PumpError::DstReset(_) | PumpError::Dst(_))) => {
-                    upstream_closed(err, &mut connection, &mut upstream_send).await
+                    Ok(RequestEnd::UpstreamClosed(err))
                 }
                 Err(err) => Err(request_error(err)),
             }
@@ -382,14 +381,48 @@ async fn relay(
         tokio::pin!(expiry);
         let mut request_done = false;
         loop {
-            tokio::select! {
-                result = &mut request_pump, if !request_done => match result {
-                    Ok(()) => request_done = true,
-                    Err(err) => break Err(err),
+            let failed = tokio::select! {
+                result = &mut request_pump, if !request_done => {
+                    request_done = true;
+                    match result {
+                        Ok(RequestEnd::Sent) => continue,
+                        // h2 tells the sending half only a reason, the same for a reset the
+                        // upstream sent and for a GOAWAY Strait's own client sent when the upstream
+                        // sent garbage: the receiving half says which.
+                        Ok(RequestEnd::UpstreamClosed(err)) => {
+                            match poll_fn(|cx| Poll::Ready(recv_state(&mut upstream_stream, cx))).await {
+                                RecvState::Failed(failure) => failure,
+                                RecvState::Ended => {
+                                    upstream_recv_ended = true;
+                                    continue;
+                                }
+                                RecvState::Open => break Err(request_error(err)),
+                            }
+                        }
+                        Err(err) => break Err(err),
+                    }
+                }
+                closed = upstream_stream.push_promise(), if !upstream_recv_ended => match closed {
+                    Some(Err(failure)) => failure,
+                    _ => {
+                        upstream_recv_ended = true;
+                        continue;
+                    }
                 },
                 result = &mut response => break result,
                 () = &mut expiry => break Err(CallError::Deadline(budget.unwrap_or_default())),
-            }
+            };
+            // The upstream stream failed. What the response pump can still hand the client at once
+            // is delivered (a response that arrived whole still wins); if it waits for the client,
+            // the call ends now, with why.
+            let now = poll_fn(|cx| {
+                Poll::Ready(match response.as_mut().poll(cx) {
+                    Poll::Ready(result) => Some(result),
+                    Poll::Pending => None,
+                })
+            })
+            .await;
+            break now.unwrap_or_else(|| Err(upstream_error(failed)));
         }
     };
 
@@ -401,36 +434,27 @@ async fn relay(
     }
 }
 
-/// Why the upstream stream took no more of the request. h2 reports a reset by the upstream and the
-/// end of the connection by Strait's own HTTP/2 client (it sent GOAWAY for garbage or a protocol
-/// error) alike here, as a bare reason; relaying that as a reset would blame the upstream peer for
-/// a failure the proxy detected. The connection knows it failed: h2 records that under the same
-/// lock as the streams' resets, so it is never seen late. Otherwise the stream alone was reset,
-/// by the upstream or by h2 for an error in the upstream's frames: the response half, which ends at
-/// once on a closed stream, reports which (`Ok` leaves the outcome to it).
-async fn upstream_closed(
-    err: PumpError,
-    connection: &mut SendRequest<Bytes>,
-    send: &mut SendStream<Bytes>,
-) -> Result<(), CallError> {
-    let failure = poll_fn(|cx| {
-        Poll::Ready(match connection.poll_ready(cx) {
-            Poll::Ready(Err(failure))
-                if failure.is_io() || (failure.is_go_away() && failure.is_library()) =>
-            {
-                Some(Ok(failure))
-            }
-            // A GOAWAY the upstream sent leaves the streams it processed running: not a failure
-            // of this one.
-            _ if send.poll_reset(cx).is_ready() => None,
-            _ => Some(Err(())),
-        })
-    })
-    .await;
-    match failure {
-        Some(Ok(failure)) => Err(CallError::UpstreamFailed(failure)),
-        None => Ok(()),
-        Some(Err(())) => Err(request_error(err)),
+/// How the request direction ended, when not with an error of its own.
+enum RequestEnd {
+    Sent,
+    /// The upstream stream took no more of the request: why is for its receiving half to tell.
+    UpstreamClosed(PumpError),
+}
+
+/// Where the upstream stream's receiving half stands.
+enum RecvState {
+    Open,
+    /// It ended normally (a reset after a complete response, RFC 9113 §8.1, included).
+    Ended,
+    /// Reset or failed: h2's error, which tells who (`is_remote`) and what (reset, GOAWAY, I/O).
+    Failed(h2::Error),
+}
+
+fn recv_state(stream: &mut PushPromises, cx: &mut Context<'_>) -> RecvState {
+    match std::pin::pin!(stream.push_promise()).poll(cx) {
+        Poll::Pending => RecvState::Open,
+        Poll::Ready(Some(Err(err))) => RecvState::Failed(err),
+        Poll::Ready(_) => RecvState::Ended,
     }
 }
 
