@@ -380,15 +380,77 @@ async fn malformed_frame_fails_with_internal() {
     assert!(proxy.shutdown().await);
 }
 
-#[tokio::test]
-async fn non_grpc_request_is_refused_with_a_status() {
-    let (_backend, proxy, client) = setup("").await;
+/// Sends a request with `method` and `content_type` (and a body unless GET or HEAD); returns the
+/// response head and body text.
+async fn plain_request(
+    client: &h2::client::SendRequest<Bytes>,
+    method: &str,
+    content_type: Option<&'static str>,
+) -> (http::response::Parts, String) {
     let mut request = grpc_request("/test.Echo/Unary");
-    request
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/plain"));
-    let reply = unary(&client, request, b"x").await.unwrap();
-    assert_eq!(reply.status(), 12);
+    *request.method_mut() = method.parse().unwrap();
+    match content_type {
+        Some(value) => request
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static(value)),
+        None => request.headers_mut().remove("content-type"),
+    };
+    let bodyless = method == "GET" || method == "HEAD";
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send.send_request(request, bodyless).unwrap();
+    if !bodyless {
+        stream.send_data(frame(b"x"), true).unwrap();
+    }
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, mut body) = response.into_parts();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .unwrap()
+    {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    (parts, String::from_utf8(text).unwrap())
+}
+
+#[tokio::test]
+async fn non_grpc_requests_get_415_or_405_with_a_status_and_never_reach_the_upstream() {
+    let (mut backend, proxy, client) = setup("").await;
+    // Another content type (or none): 415 Unsupported Media Type, whatever the method.
+    for (method, content_type) in [
+        ("POST", Some("text/plain")),
+        ("POST", Some("application/json")),
+        ("GET", None),
+    ] {
+        let (parts, text) = plain_request(&client, method, content_type).await;
+        assert_eq!(parts.status, 415, "{method} {content_type:?}");
+        assert_eq!(parts.headers["grpc-status"], "12");
+        assert!(parts.headers.contains_key("grpc-message"));
+        assert_eq!(parts.headers["content-type"], "text/plain; charset=utf-8");
+        assert!(text.contains("application/grpc"), "{text}");
+    }
+    // The gRPC content type with another method: 405 Method Not Allowed, naming POST.
+    for method in ["GET", "PUT"] {
+        let (parts, text) = plain_request(&client, method, Some("application/grpc")).await;
+        assert_eq!(parts.status, 405, "{method}");
+        assert_eq!(parts.headers["allow"], "POST");
+        assert_eq!(parts.headers["grpc-status"], "12");
+        assert!(text.contains("POST"), "{text}");
+    }
+    // HEAD: the same answer without a body.
+    let (parts, text) = plain_request(&client, "HEAD", Some("application/grpc")).await;
+    assert_eq!(parts.status, 405);
+    assert_eq!(text, "");
+    // None of them reached the upstream: the next call there is the first.
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"grpc")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(backend.next_started().await, "Unary");
+    assert!(backend.started.try_recv().is_err());
     assert!(proxy.shutdown().await);
 }
 

@@ -133,6 +133,51 @@ impl ClientResponse {
     }
 }
 
+/// Answers a request that is not gRPC with an HTTP error, as the gRPC spec asks (PROTOCOL-HTTP2:
+/// 415 for another content type), so that a plain HTTP client does not read a 200 as success: 405
+/// (with `allow`) for a gRPC content type with another method. The status is in the headers too,
+/// for gRPC clients, and a line of text says why.
+fn refuse_non_grpc(client: &mut ClientResponse, is_grpc: bool, head: bool) -> Code {
+    let (http_status, text) = if is_grpc {
+        (
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "strait relays gRPC only: the method must be POST",
+        )
+    } else {
+        (
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "strait relays gRPC only: the content-type must be application/grpc",
+        )
+    };
+    let status = Status::new(Code::Unimplemented, text);
+    let mut response = Response::new(());
+    *response.status_mut() = http_status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if is_grpc {
+        headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    headers.extend(status.to_trailers());
+    // A reply to HEAD carries no body (RFC 9110 §9.3.2).
+    let sent = client
+        .respond
+        .send_response(response, head)
+        .and_then(|mut body| {
+            if head {
+                Ok(())
+            } else {
+                body.send_data(Bytes::from(format!("{text}\n")), true)
+            }
+        });
+    if let Err(err) = sent {
+        debug!(error = %err, "could not refuse a non-gRPC request");
+    }
+    status.code
+}
+
 /// Relays one call to the listener's upstream.
 pub async fn relay_call(
     ctx: Arc<ListenerContext>,
@@ -164,14 +209,10 @@ async fn relay(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
-    if parts.method != http::Method::POST || !is_grpc {
+    if !is_grpc || parts.method != http::Method::POST {
         ctx.metrics.relay_error(RelayErrorKind::NotGrpc);
-        let status = Status::new(
-            Code::Unimplemented,
-            "strait relays gRPC only: POST with content-type application/grpc",
-        );
-        client.fail(&status);
-        return status.code;
+        let head = parts.method == http::Method::HEAD;
+        return refuse_non_grpc(client, is_grpc, head);
     }
 
     if let Some(policy) = &ctx.methods {
