@@ -399,7 +399,8 @@ async fn plain_request(
     let mut send = client.clone().ready().await.unwrap();
     let (response, mut stream) = send.send_request(request, bodyless).unwrap();
     if !bodyless {
-        stream.send_data(frame(b"x"), true).unwrap();
+        // Refused at once, the stream may be closed already: the answer is the outcome.
+        let _ = stream.send_data(frame(b"x"), true);
     }
     let response = tokio::time::timeout(Duration::from_secs(10), response)
         .await
@@ -1157,4 +1158,71 @@ async fn other_upstream_resets_are_relayed_as_resets_with_their_reason() {
             .await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_upstream_is_known_down_calls_fail_at_once_and_succeed_when_it_is_back() {
+    // An address that refuses connections, and a connect timeout far beyond this test's bounds: a
+    // call that waited for the next dial would outlive them.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        r#"
+        [log]
+        level = "error"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "backend"
+        address = "{addr}"
+        connections = 2
+        connect_timeout = "30s"
+        backoff_initial = "50ms"
+        backoff_max = "200ms"
+        [[listener]]
+        name = "test"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        "#
+    );
+    let proxy = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    // Known down once a dial has failed, as readiness reports (another connection still dialling
+    // fails as fast).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(proxy.admin_addr(), "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        if body.contains("connect to") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed dial reported: {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = connect(proxy.listener_addr("test").unwrap()).await;
+    for _ in 0..5 {
+        let mut request = grpc_request("/test.Echo/Unary");
+        request
+            .headers_mut()
+            .insert("grpc-timeout", HeaderValue::from_static("60S"));
+        let reply = tokio::time::timeout(Duration::from_secs(10), unary(&client, request, b"x"))
+            .await
+            .expect("a call waited for a dial to an upstream known to be down")
+            .unwrap();
+        assert!(reply.trailers_only);
+        assert_eq!(reply.status(), 14, "{}", reply.message());
+        for part in ["\"backend\"", "last dial failed", "connect to"] {
+            assert!(reply.message().contains(part), "{}", reply.message());
+        }
+    }
+    // Back: the next dial (within the 200 ms backoff) succeeds, and so do calls.
+    let _backend = Backend::start_on(addr).await;
+    wait_ready(&proxy).await;
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"back")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    assert_eq!(reply.messages, vec![Bytes::from_static(b"back")]);
+    assert!(proxy.shutdown().await);
 }
