@@ -1,8 +1,9 @@
 //! One call: from the client's request headers to the last trailer. Headers are forwarded (hop-by-hop
 //! ones dropped, `:authority` set for the upstream), both bodies are pumped concurrently through the
 //! framing layer, and every way a call can end is mapped: normal trailers, trailers-only responses,
-//! resets both ways (cancellation), upstream failure (UNAVAILABLE), oversized or malformed messages
-//! (RESOURCE_EXHAUSTED / INTERNAL) and the call's own deadline (DEADLINE_EXCEEDED).
+//! a client's reset (a cancel upstream), an upstream's own reset (relayed; CANCEL as CANCELLED),
+//! upstream failure (UNAVAILABLE), oversized or malformed messages (RESOURCE_EXHAUSTED / INTERNAL),
+//! the call's own deadline (DEADLINE_EXCEEDED) and requests that are not gRPC (HTTP 415 / 405).
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
