@@ -1115,8 +1115,7 @@ async fn upstream_connection_failures_mid_request_give_unavailable_naming_the_up
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_connection_failures_mid_response_give_unavailable_even_to_a_client_reading_nothing(
-) {
+async fn upstream_failures_mid_response_give_unavailable_also_to_a_client_reading_nothing() {
     for fault in [Fault::Garbage, Fault::ProtocolError, Fault::Close] {
         for zero_window in [false, true] {
             upstream_fault(fault, true, zero_window, Outcome::Status(14)).await;

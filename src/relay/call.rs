@@ -7,7 +7,7 @@
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -432,7 +432,7 @@ async fn relay(
                         // upstream sent and for a GOAWAY Strait's own client sent when the upstream
                         // sent garbage: the receiving half says which.
                         Ok(RequestEnd::UpstreamClosed(err)) => {
-                            match poll_fn(|cx| Poll::Ready(recv_state(&mut upstream_stream, cx))).await {
+                            match recv_state(&mut upstream_stream).await {
                                 RecvState::Failed(failure) => failure,
                                 RecvState::Ended => {
                                     upstream_recv_ended = true;
@@ -492,12 +492,16 @@ enum RecvState {
     Failed(h2::Error),
 }
 
-fn recv_state(stream: &mut PushPromises, cx: &mut Context<'_>) -> RecvState {
-    match std::pin::pin!(stream.push_promise()).poll(cx) {
-        Poll::Pending => RecvState::Open,
-        Poll::Ready(Some(Err(err))) => RecvState::Failed(err),
-        Poll::Ready(_) => RecvState::Ended,
-    }
+/// Looks, without waiting, at the receiving half through its push-promise handle.
+async fn recv_state(stream: &mut PushPromises) -> RecvState {
+    poll_fn(|cx| {
+        Poll::Ready(match std::pin::pin!(stream.push_promise()).poll(cx) {
+            Poll::Pending => RecvState::Open,
+            Poll::Ready(Some(Err(err))) => RecvState::Failed(err),
+            Poll::Ready(_) => RecvState::Ended,
+        })
+    })
+    .await
 }
 
 /// Maps an error of the request direction (client → upstream).
