@@ -9,6 +9,8 @@ mod backend;
 mod client;
 #[path = "support/fault_relay.rs"]
 mod fault_relay;
+#[path = "support/h2raw.rs"]
+mod h2raw;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -264,13 +266,17 @@ async fn client_cancellation_resets_the_upstream_stream() {
 }
 
 #[tokio::test]
-async fn upstream_reset_reaches_the_client() {
+async fn an_upstream_cancel_reaches_the_client_as_cancelled() {
     let (_backend, proxy, client) = setup("").await;
-    let err = unary(&client, grpc_request("/test.Echo/Reset"), b"x")
+    let reply = unary(&client, grpc_request("/test.Echo/Reset"), b"x")
         .await
-        .unwrap_err();
-    assert_eq!(err.reason(), Some(Reason::CANCEL), "{err:?}");
-    assert!(err.is_reset());
+        .unwrap();
+    assert_eq!(reply.status(), 1, "{}", reply.message());
+    assert!(
+        reply.message().contains("\"backend\" cancelled"),
+        "{}",
+        reply.message()
+    );
     assert!(proxy.shutdown().await);
 }
 
@@ -381,15 +387,78 @@ async fn malformed_frame_fails_with_internal() {
     assert!(proxy.shutdown().await);
 }
 
-#[tokio::test]
-async fn non_grpc_request_is_refused_with_a_status() {
-    let (_backend, proxy, client) = setup("").await;
+/// Sends a request with `method` and `content_type` (and a body unless GET or HEAD); returns the
+/// response head and body text.
+async fn plain_request(
+    client: &h2::client::SendRequest<Bytes>,
+    method: &str,
+    content_type: Option<&'static str>,
+) -> (http::response::Parts, String) {
     let mut request = grpc_request("/test.Echo/Unary");
-    request
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/plain"));
-    let reply = unary(&client, request, b"x").await.unwrap();
-    assert_eq!(reply.status(), 12);
+    *request.method_mut() = method.parse().unwrap();
+    match content_type {
+        Some(value) => request
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static(value)),
+        None => request.headers_mut().remove("content-type"),
+    };
+    let bodyless = method == "GET" || method == "HEAD";
+    let mut send = client.clone().ready().await.unwrap();
+    let (response, mut stream) = send.send_request(request, bodyless).unwrap();
+    if !bodyless {
+        // Refused at once, the stream may be closed already: the answer is the outcome.
+        let _ = stream.send_data(frame(b"x"), true);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, mut body) = response.into_parts();
+    let mut text = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.data())
+        .await
+        .unwrap()
+    {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    (parts, String::from_utf8(text).unwrap())
+}
+
+#[tokio::test]
+async fn non_grpc_requests_get_415_or_405_with_a_status_and_never_reach_the_upstream() {
+    let (mut backend, proxy, client) = setup("").await;
+    // Another content type (or none): 415 Unsupported Media Type, whatever the method.
+    for (method, content_type) in [
+        ("POST", Some("text/plain")),
+        ("POST", Some("application/json")),
+        ("GET", None),
+    ] {
+        let (parts, text) = plain_request(&client, method, content_type).await;
+        assert_eq!(parts.status, 415, "{method} {content_type:?}");
+        assert_eq!(parts.headers["grpc-status"], "12");
+        assert!(parts.headers.contains_key("grpc-message"));
+        assert_eq!(parts.headers["content-type"], "text/plain; charset=utf-8");
+        assert!(text.contains("application/grpc"), "{text}");
+    }
+    // The gRPC content type with another method: 405 Method Not Allowed, naming POST.
+    for method in ["GET", "PUT"] {
+        let (parts, text) = plain_request(&client, method, Some("application/grpc")).await;
+        assert_eq!(parts.status, 405, "{method}");
+        assert_eq!(parts.headers["allow"], "POST");
+        assert_eq!(parts.headers["grpc-status"], "12");
+        assert!(text.contains("POST"), "{text}");
+    }
+    // HEAD: the same answer without a body.
+    let (parts, text) = plain_request(&client, "HEAD", Some("application/grpc")).await;
+    assert_eq!(parts.status, 405);
+    assert_eq!(text, "");
+    // None of them reached the upstream: the next call there is the first.
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"grpc")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0);
+    assert_eq!(backend.next_started().await, "Unary");
+    assert!(backend.started.try_recv().is_err());
     assert!(proxy.shutdown().await);
 }
 
@@ -1096,5 +1165,269 @@ async fn methods_the_descriptor_set_does_not_know_are_labelled_other_and_add_no_
             && l.ends_with(" 1")),
         "{after:#?}"
     );
+    assert!(proxy.shutdown().await);
+}
+
+/// What a scripted upstream (raw frames, tests/support/h2raw.rs) does to a call.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Bytes that are no HTTP/2 frame (a frame header declaring 16 MiB): Strait's HTTP/2 client
+    /// ends the connection with GOAWAY(FRAME_SIZE_ERROR).
+    Garbage,
+    /// A well-formed frame the protocol forbids (DATA on stream 0): GOAWAY(PROTOCOL_ERROR).
+    ProtocolError,
+    /// The TCP connection closed.
+    Close,
+    /// Response headers with a connection-specific field: h2 resets that stream itself
+    /// (PROTOCOL_ERROR), the connection lives on.
+    MalformedResponse,
+    /// The upstream resets the stream with this error code.
+    Reset(u32),
+}
+
+impl Fault {
+    fn ends_connection(self) -> bool {
+        matches!(self, Fault::Garbage | Fault::ProtocolError | Fault::Close)
+    }
+}
+
+/// How a call must end for the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// A gRPC status whose message names the upstream.
+    Status(i32),
+    /// RST_STREAM with this reason.
+    Reset(Reason),
+}
+
+/// A proxy whose one upstream connection goes to a listener the test scripts frame by frame.
+async fn proxy_to_raw_upstream() -> (tokio::net::TcpListener, Running) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let text = format!(
+        r#"
+        [log]
+        level = "error"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "backend"
+        address = "{}"
+        connections = 1
+        connect_timeout = "10s"
+        backoff_initial = "20ms"
+        backoff_max = "100ms"
+        [[listener]]
+        name = "test"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        "#,
+        listener.local_addr().unwrap()
+    );
+    let proxy = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    (listener, proxy)
+}
+
+/// A client whose streams grant no flow-control window: it takes headers and trailers, never data.
+async fn connect_zero_window(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+/// `rounds` calls through a proxy to a scripted upstream. Each call sends one message and keeps
+/// its request open, so both directions are live when the fault strikes: before any response, or
+/// (`mid_response`) after response headers and one message. Every call must end as `expected`.
+/// Repeated because which direction of the call notices first is a matter of scheduling.
+async fn upstream_fault(fault: Fault, mid_response: bool, zero_window: bool, expected: Outcome) {
+    let (listener, proxy) = proxy_to_raw_upstream().await;
+    let addr = proxy.listener_addr("test").unwrap();
+    let client = if zero_window {
+        connect_zero_window(addr).await
+    } else {
+        connect(addr).await
+    };
+    let mut upstream: Option<h2raw::RawConn> = None;
+    for round in 0..6 {
+        let (response, mut request) = start_call(&client, "/test.Echo/Unary").await;
+        request.send_data(frame(b"request"), false).unwrap();
+        let conn = match &mut upstream {
+            Some(conn) => conn,
+            None => upstream.insert(h2raw::RawConn::accept(&listener).await),
+        };
+        let id = conn.next_request(Duration::from_secs(10)).await;
+        if mid_response {
+            let mut response =
+                h2raw::headers(id, &h2raw::response_block(200, &[]), h2raw::END_HEADERS);
+            response.extend(h2raw::data(id, &h2raw::grpc_message(b"partial"), false));
+            conn.send(&response).await.unwrap();
+        }
+        let fault_bytes = match fault {
+            Fault::Garbage => {
+                let mut bytes = vec![0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
+                bytes.extend((0..64).map(|_| fastrand::u8(..)));
+                bytes
+            }
+            Fault::ProtocolError => h2raw::data(0, b"x", false),
+            Fault::Close => Vec::new(),
+            Fault::MalformedResponse => h2raw::headers(
+                id,
+                &h2raw::response_block(200, &[("connection", b"close")]),
+                h2raw::END_HEADERS,
+            ),
+            Fault::Reset(code) => h2raw::rst_stream(id, code),
+        };
+        let _ = conn.send(&fault_bytes).await;
+        if fault.ends_connection() {
+            upstream = None;
+        }
+        let outcome = tokio::time::timeout(Duration::from_secs(10), read_reply(response))
+            .await
+            .unwrap_or_else(|_| panic!("{fault:?} round {round}: no end within 10 s"));
+        let what = format!(
+            "{fault:?} (mid_response {mid_response}, zero_window {zero_window}) round {round}"
+        );
+        match (outcome, expected) {
+            (Ok(reply), Outcome::Status(code)) => {
+                assert_eq!(reply.status(), code, "{what}: {}", reply.message());
+                assert!(
+                    reply.message().contains("upstream \"backend\""),
+                    "{what}: {}",
+                    reply.message()
+                );
+                assert_eq!(reply.trailers_only, !mid_response, "{what}");
+            }
+            (Err(err), Outcome::Reset(reason)) => {
+                assert!(err.is_reset() && err.is_remote(), "{what}: {err:?}");
+                assert_eq!(err.reason(), Some(reason), "{what}: {err:?}");
+            }
+            (outcome, expected) => panic!("{what}: expected {expected:?}, got {outcome:?}"),
+        }
+    }
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connection_failures_mid_request_give_unavailable_naming_the_upstream() {
+    for fault in [Fault::Garbage, Fault::ProtocolError, Fault::Close] {
+        upstream_fault(fault, false, false, Outcome::Status(14)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_mid_response_give_unavailable_also_to_a_client_reading_nothing() {
+    for fault in [Fault::Garbage, Fault::ProtocolError, Fault::Close] {
+        for zero_window in [false, true] {
+            upstream_fault(fault, true, zero_window, Outcome::Status(14)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_upstream_response_gives_unavailable_not_a_relayed_reset() {
+    upstream_fault(Fault::MalformedResponse, false, false, Outcome::Status(14)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_rst_stream_cancel_gives_cancelled_before_and_during_the_response() {
+    for (mid_response, zero_window) in [(false, false), (true, false), (true, true)] {
+        upstream_fault(
+            Fault::Reset(h2raw::CANCEL),
+            mid_response,
+            zero_window,
+            Outcome::Status(1),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_upstream_resets_are_relayed_as_resets_with_their_reason() {
+    for (code, reason) in [
+        (0x2, Reason::INTERNAL_ERROR),
+        (h2raw::REFUSED_STREAM, Reason::REFUSED_STREAM),
+    ] {
+        for (mid_response, zero_window) in [(false, false), (true, false), (true, true)] {
+            upstream_fault(
+                Fault::Reset(code),
+                mid_response,
+                zero_window,
+                Outcome::Reset(reason),
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_upstream_is_known_down_calls_fail_at_once_and_succeed_when_it_is_back() {
+    // An address that refuses connections, and a connect timeout far beyond this test's bounds: a
+    // call that waited for the next dial would outlive them.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        r#"
+        [log]
+        level = "error"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[upstream]]
+        name = "backend"
+        address = "{addr}"
+        connections = 2
+        connect_timeout = "30s"
+        backoff_initial = "50ms"
+        backoff_max = "200ms"
+        [[listener]]
+        name = "test"
+        listen = "127.0.0.1:0"
+        upstream = "backend"
+        "#
+    );
+    let proxy = strait::start(&Config::parse(&text).unwrap()).await.unwrap();
+    // Known down once a dial has failed, as readiness reports (another connection still dialling
+    // fails as fast).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(proxy.admin_addr(), "/readyz").await;
+        assert_eq!(status, 200, "ready does not wait for the upstream: {body}");
+        if body.contains("connect to") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed dial reported: {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = connect(proxy.listener_addr("test").unwrap()).await;
+    for _ in 0..5 {
+        let mut request = grpc_request("/test.Echo/Unary");
+        request
+            .headers_mut()
+            .insert("grpc-timeout", HeaderValue::from_static("60S"));
+        let reply = tokio::time::timeout(Duration::from_secs(10), unary(&client, request, b"x"))
+            .await
+            .expect("a call waited for a dial to an upstream known to be down")
+            .unwrap();
+        assert!(reply.trailers_only);
+        assert_eq!(reply.status(), 14, "{}", reply.message());
+        for part in ["\"backend\"", "last dial failed", "connect to"] {
+            assert!(reply.message().contains(part), "{}", reply.message());
+        }
+    }
+    // Back: the next dial (within the 200 ms backoff) succeeds, and so do calls.
+    let _backend = Backend::start_on(addr).await;
+    wait_ready(&proxy).await;
+    let reply = unary(&client, grpc_request("/test.Echo/Unary"), b"back")
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    assert_eq!(reply.messages, vec![Bytes::from_static(b"back")]);
     assert!(proxy.shutdown().await);
 }

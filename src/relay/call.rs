@@ -1,14 +1,17 @@
 //! One call: from the client's request headers to the last trailer. Headers are forwarded (hop-by-hop
 //! ones dropped, `:authority` set for the upstream), both bodies are pumped concurrently through the
 //! framing layer, and every way a call can end is mapped: normal trailers, trailers-only responses,
-//! resets both ways (cancellation), upstream failure (UNAVAILABLE), oversized or malformed messages
-//! (RESOURCE_EXHAUSTED / INTERNAL) and the call's own deadline (DEADLINE_EXCEEDED).
+//! a client's reset (a cancel upstream), an upstream's own reset (relayed; CANCEL as CANCELLED),
+//! upstream failure (UNAVAILABLE), oversized or malformed messages (RESOURCE_EXHAUSTED / INTERNAL),
+//! the call's own deadline (DEADLINE_EXCEEDED) and requests that are not gRPC (HTTP 415 / 405).
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use h2::client::PushPromises;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
@@ -49,7 +52,12 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 enum CallError {
     ClientReset(Reason),
     ClientGone(h2::Error),
+    /// The upstream peer itself reset the stream with this reason (not CANCEL).
     UpstreamReset(Reason),
+    /// The upstream peer itself reset the stream with CANCEL.
+    UpstreamCancelled,
+    /// The upstream connection failed (closed, or ended by Strait's HTTP/2 client for garbage or a
+    /// protocol error), or h2 reset the stream for an error in the upstream's frames.
     UpstreamFailed(h2::Error),
     RequestFrame(FrameError),
     ResponseFrame(FrameError),
@@ -149,6 +157,51 @@ impl ClientResponse {
     }
 }
 
+/// Answers a request that is not gRPC with an HTTP error, as the gRPC spec asks (PROTOCOL-HTTP2:
+/// 415 for another content type), so that a plain HTTP client does not read a 200 as success: 405
+/// (with `allow`) for a gRPC content type with another method. The status is in the headers too,
+/// for gRPC clients, and a line of text says why.
+fn refuse_non_grpc(client: &mut ClientResponse, is_grpc: bool, head: bool) -> Code {
+    let (http_status, text) = if is_grpc {
+        (
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "strait relays gRPC only: the method must be POST",
+        )
+    } else {
+        (
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "strait relays gRPC only: the content-type must be application/grpc",
+        )
+    };
+    let status = Status::new(Code::Unimplemented, text);
+    let mut response = Response::new(());
+    *response.status_mut() = http_status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if is_grpc {
+        headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    headers.extend(status.to_trailers());
+    // A reply to HEAD carries no body (RFC 9110 §9.3.2).
+    let sent = client
+        .respond
+        .send_response(response, head)
+        .and_then(|mut body| {
+            if head {
+                Ok(())
+            } else {
+                body.send_data(Bytes::from(format!("{text}\n")), true)
+            }
+        });
+    if let Err(err) = sent {
+        debug!(error = %err, "could not refuse a non-gRPC request");
+    }
+    status.code
+}
+
 /// Relays one call to the listener's upstream, until it ends or `abort` fires (the shutdown grace
 /// period is over): then the upstream call is cancelled and the client gets UNAVAILABLE.
 /// `gather_budget` is its connection's.
@@ -197,14 +250,10 @@ async fn relay(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
-    if parts.method != http::Method::POST || !is_grpc {
+    if !is_grpc || parts.method != http::Method::POST {
         ctx.metrics.relay_error(RelayErrorKind::NotGrpc);
-        let status = Status::new(
-            Code::Unimplemented,
-            "strait relays gRPC only: POST with content-type application/grpc",
-        );
-        client.fail(&status);
-        return status.code;
+        let head = parts.method == http::Method::HEAD;
+        return refuse_non_grpc(client, is_grpc, head);
     }
 
     if let Some(policy) = &ctx.methods {
@@ -304,7 +353,7 @@ async fn relay(
     let connect_deadline = started + ctx.upstream.connect_timeout();
     let acquire_deadline = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
     let end_of_stream = client_recv.is_end_stream();
-    let (response_future, mut upstream_send) = {
+    let (mut response_future, mut upstream_send) = {
         let mut attempts = 0;
         loop {
             let sender = match ctx.upstream.acquire(acquire_deadline).await {
@@ -375,17 +424,22 @@ async fn relay(
         gather: gather(request_limit, request_limit_key),
     };
     let mut response_stats = EditStats::default();
+    // A second handle on the upstream stream's receiving half, which the response pump may be too
+    // busy to read (held up by a slow client): it ends when that half does, with h2's own error for
+    // a stream that failed. Push is disabled, so it yields no promises.
+    let mut upstream_stream = response_future.push_promises();
+    let mut upstream_recv_ended = false;
     let outcome = {
         let request_pump = async {
             if end_of_stream {
-                return Ok(());
+                return Ok(RequestEnd::Sent);
             }
             let mut decoder = FrameDecoder::new(limit);
             let counters = Counters {
                 bytes: &ctx.metrics.request_bytes,
                 messages: &ctx.metrics.request_messages,
             };
-            match pump_body(
+            let pumped = match pump_body(
                 &mut client_recv,
                 &mut upstream_send,
                 &mut decoder,
@@ -396,11 +450,15 @@ async fn relay(
             {
                 Ok(BodyEnd::Trailers(trailers)) => upstream_send
                     .send_trailers(forwardable(trailers))
-                    .map_err(CallError::UpstreamFailed),
+                    .map_err(PumpError::Dst),
                 Ok(BodyEnd::EndOfStream) => Ok(()),
-                // The upstream answered without needing the rest of the request (RFC 9113 §8.1):
-                // not an error; the response carries the outcome.
-                Err(PumpError::DstReset(Reason::NO_ERROR)) => Ok(()),
+                Err(err) => Err(err),
+            };
+            match pumped {
+                Ok(()) => Ok(RequestEnd::Sent),
+                Err(err @ (PumpError::DstReset(_) | PumpError::Dst(_))) => {
+                    Ok(RequestEnd::UpstreamClosed(err))
+                }
                 Err(err) => Err(request_error(err)),
             }
         };
@@ -425,14 +483,48 @@ async fn relay(
         tokio::pin!(expiry);
         let mut request_done = false;
         loop {
-            tokio::select! {
-                result = &mut request_pump, if !request_done => match result {
-                    Ok(()) => request_done = true,
-                    Err(err) => break Err(err),
+            let failed = tokio::select! {
+                result = &mut request_pump, if !request_done => {
+                    request_done = true;
+                    match result {
+                        Ok(RequestEnd::Sent) => continue,
+                        // h2 tells the sending half only a reason, the same for a reset the
+                        // upstream sent and for a GOAWAY Strait's own client sent when the upstream
+                        // sent garbage: the receiving half says which.
+                        Ok(RequestEnd::UpstreamClosed(err)) => {
+                            match recv_state(&mut upstream_stream).await {
+                                RecvState::Failed(failure) => failure,
+                                RecvState::Ended => {
+                                    upstream_recv_ended = true;
+                                    continue;
+                                }
+                                RecvState::Open => break Err(request_error(err)),
+                            }
+                        }
+                        Err(err) => break Err(err),
+                    }
+                }
+                closed = upstream_stream.push_promise(), if !upstream_recv_ended => match closed {
+                    Some(Err(failure)) => failure,
+                    _ => {
+                        upstream_recv_ended = true;
+                        continue;
+                    }
                 },
                 result = &mut response => break result,
                 () = &mut expiry => break Err(CallError::Deadline(budget.unwrap_or_default())),
-            }
+            };
+            // The upstream stream failed. What the response pump can still hand the client at once
+            // is delivered (a response that arrived whole still wins); if it waits for the client,
+            // the call ends now, with why.
+            let now = poll_fn(|cx| {
+                Poll::Ready(match response.as_mut().poll(cx) {
+                    Poll::Ready(result) => Some(result),
+                    Poll::Pending => None,
+                })
+            })
+            .await;
+            break now.unwrap_or_else(|| Err(upstream_error(failed)));
         }
     };
 
@@ -444,12 +536,40 @@ async fn relay(
     }
 }
 
+/// How the request direction ended, when not with an error of its own.
+enum RequestEnd {
+    Sent,
+    /// The upstream stream took no more of the request: why is for its receiving half to tell.
+    UpstreamClosed(PumpError),
+}
+
+/// Where the upstream stream's receiving half stands.
+enum RecvState {
+    Open,
+    /// It ended normally (a reset after a complete response, RFC 9113 §8.1, included).
+    Ended,
+    /// Reset or failed: h2's error, which tells who (`is_remote`) and what (reset, GOAWAY, I/O).
+    Failed(h2::Error),
+}
+
+/// Looks, without waiting, at the receiving half through its push-promise handle.
+async fn recv_state(stream: &mut PushPromises) -> RecvState {
+    poll_fn(|cx| {
+        Poll::Ready(match std::pin::pin!(stream.push_promise()).poll(cx) {
+            Poll::Pending => RecvState::Open,
+            Poll::Ready(Some(Err(err))) => RecvState::Failed(err),
+            Poll::Ready(_) => RecvState::Ended,
+        })
+    })
+    .await
+}
+
 /// Maps an error of the request direction (client → upstream).
 fn request_error(err: PumpError) -> CallError {
     match err {
         PumpError::Src(err) => client_error(err),
         PumpError::Dst(err) => CallError::UpstreamFailed(err),
-        PumpError::DstReset(reason) => CallError::UpstreamReset(reason),
+        PumpError::DstReset(reason) => CallError::UpstreamFailed(h2::Error::from(reason)),
         PumpError::Frame(err) => CallError::RequestFrame(err),
         PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToUpstream, err),
         PumpError::Access(err) => CallError::Access(Direction::ToUpstream, err),
@@ -479,10 +599,25 @@ fn client_error(err: h2::Error) -> CallError {
     }
 }
 
+/// Only a reset the upstream peer sent is its answer; anything else on the upstream side (a reset
+/// h2 sent for the upstream's bad frames, a GOAWAY, a closed connection) is a failed upstream.
 fn upstream_error(err: h2::Error) -> CallError {
     match err.reason() {
+        Some(Reason::CANCEL) if err.is_reset() && err.is_remote() => CallError::UpstreamCancelled,
         Some(reason) if err.is_reset() && err.is_remote() => CallError::UpstreamReset(reason),
         _ => CallError::UpstreamFailed(err),
+    }
+}
+
+/// The status a gRPC client reads from a reset it receives (gRPC PROTOCOL-HTTP2, "Errors"): what a
+/// relayed reset counts as.
+fn reset_code(reason: Reason) -> Code {
+    match reason {
+        Reason::REFUSED_STREAM => Code::Unavailable,
+        Reason::CANCEL => Code::Cancelled,
+        Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        _ => Code::Internal,
     }
 }
 
@@ -504,14 +639,24 @@ fn fail_call(
             upstream_send.send_reset(Reason::CANCEL);
             Code::Cancelled
         }
+        // Relayed as it came: the client's gRPC library reads it as it would from the upstream
+        // (REFUSED_STREAM stays safe to retry).
         CallError::UpstreamReset(reason) => {
             debug!(?reason, "upstream reset the call; resetting client stream");
             client.reset(reason);
-            if reason == Reason::REFUSED_STREAM {
-                Code::Unavailable
-            } else {
-                Code::Cancelled
-            }
+            reset_code(reason)
+        }
+        CallError::UpstreamCancelled => {
+            debug!("upstream cancelled the call");
+            let status = Status::new(
+                Code::Cancelled,
+                format!(
+                    "upstream {:?} cancelled the call (RST_STREAM CANCEL)",
+                    ctx.upstream.name()
+                ),
+            );
+            client.fail(&status);
+            status.code
         }
         CallError::UpstreamFailed(err) => {
             warn_limited!(error = %err, "upstream failed during the call");

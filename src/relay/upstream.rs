@@ -1,6 +1,7 @@
 //! A pool of HTTP/2 connections to one upstream. Each slot has a task that dials, performs the HTTP/2
 //! handshake, drives the connection (with keepalive PINGs) and redials with jittered exponential
-//! backoff when it ends. Calls take a ready connection round-robin, or wait a bounded time for one.
+//! backoff when it ends. Calls take a ready connection round-robin, or wait a bounded time for one;
+//! while every slot's last dial failed, they fail at once instead.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,9 +101,13 @@ pub enum UpstreamError {
 
 #[derive(Clone)]
 enum SlotState {
-    Connecting {
-        last_error: Option<Arc<str>>,
-    },
+    /// Dialling: at start, or after its connection ended (`last_error` says how).
+    Connecting { last_error: Option<Arc<str>> },
+    /// Its last dial failed: it backs off, then dials again, and stays down until a dial succeeds.
+    /// Calls do not wait for it: the upstream is known to be unreachable, and a call waiting
+    /// `connect_timeout` for the next dial would only see its own deadline pass. Unless the link
+    /// has come back since (`link_epoch`, see [`Dialer::link_back`]): then it redials at once.
+    DialFailed { error: Arc<str>, link_epoch: u64 },
     /// A connection taking new streams, and which of the slot's connections it is.
     Ready(SendRequest<Bytes>, u64),
 }
@@ -161,6 +166,8 @@ pub struct UpstreamPool {
     slots: Vec<Arc<Slot>>,
     next: AtomicUsize,
     changed: Arc<Notify>,
+    /// The slots' dialer, for whether a lost link has come back.
+    dialer: Dialer,
 }
 
 impl UpstreamPool {
@@ -222,6 +229,7 @@ impl UpstreamPool {
             slots,
             next: AtomicUsize::new(0),
             changed: Arc::new(Notify::new()),
+            dialer: connector.clone(),
         });
         for (index, slot) in pool.slots.iter().enumerate() {
             let driver = SlotDriver {
@@ -278,7 +286,7 @@ impl UpstreamPool {
             let slot = &self.slots[(start + i) % n];
             match slot.get() {
                 SlotState::Ready(send, generation) => Some((&**slot, generation, send)),
-                SlotState::Connecting { .. } => None,
+                SlotState::Connecting { .. } | SlotState::DialFailed { .. } => None,
             }
         })
     }
@@ -291,12 +299,30 @@ impl UpstreamPool {
                 SlotState::Connecting {
                     last_error: Some(e),
                 } => Some(e.to_string()),
+                SlotState::DialFailed { error, .. } => Some(error.to_string()),
                 _ => None,
             })
             .unwrap_or_else(|| "no connection established yet".to_owned())
     }
 
-    /// A connection ready for a new stream, waiting at most until `deadline` for one to come up.
+    /// The last dial error, if every slot's last dial failed (none is up or about to dial afresh).
+    fn known_down(&self) -> Option<Arc<str>> {
+        let epoch = self.dialer.link_epoch();
+        let mut error = None;
+        for slot in &self.slots {
+            match slot.get() {
+                SlotState::DialFailed {
+                    error: e,
+                    link_epoch,
+                } if link_epoch == epoch => error = Some(e),
+                _ => return None,
+            }
+        }
+        error
+    }
+
+    /// A connection ready for a new stream, waiting at most until `deadline` for one to come up;
+    /// at once an error while the upstream is known to be down (every slot's last dial failed).
     pub async fn acquire(&self, deadline: Instant) -> Result<SendRequest<Bytes>, UpstreamError> {
         loop {
             let notified = self.changed.notified();
@@ -318,6 +344,9 @@ impl UpstreamPool {
                         )
                     }
                 }
+            }
+            if let Some(error) = self.known_down() {
+                return Err(self.unavailable(format!("last dial failed: {error}")));
             }
             if tokio::time::timeout_at(deadline.into(), notified)
                 .await
@@ -387,8 +416,9 @@ impl SlotDriver {
                 Err(err) => {
                     connect_errors.increment(1);
                     warn!(error = %err, retry_in = ?backoff, "upstream connect failed");
-                    self.slot.set(SlotState::Connecting {
-                        last_error: Some(Arc::from(err.to_string())),
+                    self.slot.set(SlotState::DialFailed {
+                        error: Arc::from(err.to_string()),
+                        link_epoch: epoch,
                     });
                     self.changed.notify_waiters();
                 }

@@ -104,7 +104,9 @@ pub async fn unary(
 ) -> Result<Reply, h2::Error> {
     let mut send = send.clone().ready().await?;
     let (response, mut stream) = send.send_request(request, false)?;
-    stream.send_data(frame(body), true)?;
+    // A server may answer, and close the stream, before the request is sent in full (RFC 9113
+    // §8.1; Strait does for a call it refuses at once): then its answer is the outcome.
+    let _ = stream.send_data(frame(body), true);
     tokio::time::timeout(Duration::from_secs(20), read_reply(response))
         .await
         .expect("call timed out")

@@ -458,3 +458,64 @@ pub fn grpc_messages(mut bytes: &[u8]) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// The header block of a response: `:status` and, for 200, the gRPC content type, plus `extra`.
+pub fn response_block(status: u16, extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut block = Vec::new();
+    hpack_literal(&mut block, ":status", status.to_string().as_bytes());
+    if status == 200 {
+        hpack_literal(&mut block, "content-type", b"application/grpc");
+    }
+    for (name, value) in extra {
+        hpack_literal(&mut block, name, value);
+    }
+    block
+}
+
+impl RawConn {
+    /// The server side of the next connection on `listener` (bounded wait): reads the client's
+    /// preface, sends an empty SETTINGS frame, and answers PING and SETTINGS like
+    /// [`RawConn::open`]. For a scripted upstream that misbehaves as an HTTP/2 library will not.
+    pub async fn accept(listener: &tokio::net::TcpListener) -> RawConn {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("no connection within 10 s")
+            .expect("accept");
+        stream.set_nodelay(true).expect("nodelay");
+        let (mut reader, writer) = stream.into_split();
+        let mut preface = [0u8; PREFACE.len()];
+        tokio::time::timeout(Duration::from_secs(10), reader.read_exact(&mut preface))
+            .await
+            .expect("no preface within 10 s")
+            .expect("read preface");
+        assert_eq!(&preface[..], PREFACE, "not an HTTP/2 client");
+        let conn = RawConn {
+            reader,
+            writer: RawWriter(Arc::new(Mutex::new(writer))),
+            buf: BytesMut::new(),
+            answer_pings: Arc::new(AtomicBool::new(true)),
+            ack_settings: true,
+        };
+        conn.send(&settings(&[])).await.expect("send SETTINGS");
+        conn
+    }
+
+    /// Reads (bounded) until a HEADERS frame opens a stream and a DATA frame has arrived on it;
+    /// returns the stream's id.
+    pub async fn next_request(&mut self, bound: Duration) -> u32 {
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut opened = None;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = match self.next_frame(left).await {
+                Ok(frame) => frame,
+                Err(err) => panic!("no request within {bound:?}: {err:?}"),
+            };
+            match (frame.kind, opened) {
+                (HEADERS, None) => opened = Some(frame.stream),
+                (DATA, Some(id)) if frame.stream == id => return id,
+                _ => {}
+            }
+        }
+    }
+}
