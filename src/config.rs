@@ -375,6 +375,11 @@ pub struct TranslateConfig {
     /// Repair invalid UTF-8 in every string field of upstream responses (to U+FFFD), counting each.
     #[serde(default)]
     pub repair_utf8: bool,
+    /// Listeners only (default false): whether clients may also use the upstream-side names that
+    /// are mapping targets, and see upstream names that collide with client-side names. By
+    /// default such names are refused in requests (as unknown) and left out of responses' lists.
+    #[serde(default)]
+    pub expose_upstream_names: Option<bool>,
 }
 
 impl TranslateConfig {
@@ -941,6 +946,12 @@ impl Config {
                 &key("translate.namespaces"),
                 &mut report,
             );
+            if connection.translate.expose_upstream_names.is_some() {
+                report(
+                    key("translate.expose_upstream_names"),
+                    "is a listener setting: a cluster connection relays both clusters' names as they are".into(),
+                );
+            }
             for (namespace, names) in &connection.translate.search_attributes {
                 check_mapping(
                     names,

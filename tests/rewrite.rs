@@ -48,6 +48,7 @@ fn config(
             .map(|(ns, pairs)| (ns.to_string(), map(pairs)))
             .collect(),
         repair_utf8,
+        expose_upstream_names: None,
     }
 }
 

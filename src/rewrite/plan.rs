@@ -7,7 +7,7 @@
 //!   `temporal.api.namespace.v1.NamespaceInfo.name`. Namespace IDs (`namespace_id`, …) are never edited.
 //! - **Search-attribute names**: keys of maps named `indexed_fields` (`SearchAttributes`) or whose name
 //!   contains `search_attributes`, keys of the search-attribute type maps `custom_attributes` /
-//!   `system_attributes`, the values of `custom_search_attribute_aliases`, and repeated string fields
+//!   `system_attributes` and WorkflowService's `GetSearchAttributesResponse.keys`, the values of `custom_search_attribute_aliases`, and repeated string fields
 //!   named `search_attributes`.
 //! - **Visibility queries**: string fields named `query` or ending in `_query`; search-attribute names
 //!   inside are translated by [`super::query`].
@@ -23,6 +23,9 @@ use std::collections::HashMap;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
+/// WorkflowService's (deprecated) list of search attributes, keyed by name in a map named `keys`.
+const GET_SEARCH_ATTRIBUTES_RESPONSE: &str =
+    "temporal.api.workflowservice.v1.GetSearchAttributesResponse";
 pub const DATA_BLOB: &str = "temporal.api.common.v1.DataBlob";
 pub const HISTORY: &str = "temporal.api.history.v1.History";
 
@@ -37,6 +40,10 @@ pub const HISTORY_BLOB_FIELDS: &[&str] = &[
     "raw_history",
     "history_batch",
 ];
+
+/// Element types of repeated fields that are dropped from responses when the namespace they
+/// describe is hidden from the listener's clients (`ListNamespaces` entries).
+pub const HIDING_ELEMENTS: &[&str] = &["temporal.api.workflowservice.v1.DescribeNamespaceResponse"];
 
 /// Fields that mention a namespace or search attribute and are deliberately not edited.
 /// (message full name or `*` for any, field name, reason)
@@ -177,7 +184,13 @@ pub type MsgId = u32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Text(TextKind),
+    /// An element of a repeated string field (removed when hidden from clients).
+    Item(TextKind),
     Message(MsgId),
+    /// An element of a list or map that is dropped when a value of the given kind inside it is
+    /// hidden from clients: map entries keyed or valued by a search attribute, and the namespaces
+    /// of [`HIDING_ELEMENTS`].
+    Element(MsgId, TextKind),
     /// A `DataBlob` whose proto3 data is a `History` (the id is History's plan).
     HistoryBlob(MsgId),
 }
@@ -309,14 +322,21 @@ impl Plan {
             let id = ids[message.full_name()];
             for field in message.fields() {
                 let action = if let Some(kind) = builder.text_kind(message, &field) {
-                    Some(Action::Text(kind))
+                    Some(if field.is_list() {
+                        Action::Item(kind)
+                    } else {
+                        Action::Text(kind)
+                    })
                 } else if let Some(child) = child_message(&field) {
                     if child.full_name() == DATA_BLOB && HISTORY_BLOB_FIELDS.contains(&field.name())
                     {
                         history.map(Action::HistoryBlob)
                     } else {
-                        ids.get(child.full_name())
-                            .map(|child| Action::Message(*child))
+                        let hidden_by = builder.hidden_by(&field, &child);
+                        ids.get(child.full_name()).map(|id| match hidden_by {
+                            Some(kind) => Action::Element(*id, kind),
+                            None => Action::Message(*id),
+                        })
                     }
                 } else {
                     None
@@ -367,6 +387,22 @@ impl Builder<'_> {
                 .any(|field| self.text_kind(message, &field).is_some())
     }
 
+    /// What hides an element of the message field `field` (of type `child`) from clients: a search
+    /// attribute for a map keyed or valued by one, a namespace for [`HIDING_ELEMENTS`].
+    fn hidden_by(&self, field: &FieldDescriptor, child: &MessageDescriptor) -> Option<TextKind> {
+        if !field.is_list() && !field.is_map() {
+            return None;
+        }
+        if child.is_map_entry() {
+            return child
+                .fields()
+                .any(|f| self.text_kind(child, &f) == Some(TextKind::SearchAttribute))
+                .then_some(TextKind::SearchAttribute);
+        }
+        (self.targets.namespaces && HIDING_ELEMENTS.contains(&child.full_name()))
+            .then_some(TextKind::Namespace)
+    }
+
     /// The text kind of a string field, if this plan edits it.
     fn text_kind(&self, message: &MessageDescriptor, field: &FieldDescriptor) -> Option<TextKind> {
         if !matches!(field.kind(), Kind::String) {
@@ -396,7 +432,9 @@ pub fn classify_string(message: &MessageDescriptor, field: &FieldDescriptor) -> 
             let key_is_attribute = map_name == "indexed_fields"
                 || map_name.contains("search_attributes")
                 || map_name == "custom_attributes"
-                || map_name == "system_attributes";
+                || map_name == "system_attributes"
+                || (map_name == "keys"
+                    && map_field.parent_message().full_name() == GET_SEARCH_ATTRIBUTES_RESPONSE);
             if name == "key" && key_is_attribute {
                 return TextKind::SearchAttribute;
             }

@@ -61,6 +61,18 @@ pub enum QueryError {
     BackquoteInIdentifier { offset: usize },
     #[error("search attribute name {name:?} cannot be written into the query at byte {offset}")]
     Unrepresentable { name: String, offset: usize },
+    /// The lookup refused a name (see [`Lookup::Refuse`]).
+    #[error("search attribute {name:?} at byte {offset} is not known here")]
+    Refused { name: String, offset: usize },
+}
+
+/// What to do with one name of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'m> {
+    Keep,
+    Rename(&'m str),
+    /// The query is refused ([`QueryError::Refused`]): the name is one its sender cannot use.
+    Refuse,
 }
 
 /// Translates every search-attribute identifier in `query` found in `names` (from → to). Returns
@@ -71,6 +83,18 @@ pub enum QueryError {
 pub fn translate_query<'m>(
     query: &str,
     names: &dyn Fn(&str) -> Option<&'m str>,
+) -> Result<Option<String>, QueryError> {
+    translate_query_with(query, &|name| {
+        names(name).map_or(Lookup::Keep, Lookup::Rename)
+    })
+}
+
+/// [`translate_query`] with a lookup that may also refuse a name: the first refused name (in
+/// query order) fails the translation, unless the lexer fails first (before the name, or on the
+/// token after it, read to see whether a dotted name goes on).
+pub fn translate_query_with<'m>(
+    query: &str,
+    names: &dyn Fn(&str) -> Lookup<'m>,
 ) -> Result<Option<String>, QueryError> {
     if query.len() > MAX_QUERY_LEN {
         return Err(QueryError::TooLong {
@@ -108,10 +132,17 @@ pub fn translate_query<'m>(
             None if first.kind == Kind::Bare && is_keyword(lexer.name(first)) => continue,
             None => lexer.name(first),
         };
-        let Some(to) = names(name) else { continue };
-        if to == name {
-            continue;
-        }
+        let to = match names(name) {
+            Lookup::Keep => continue,
+            Lookup::Rename(to) if to == name => continue,
+            Lookup::Rename(to) => to,
+            Lookup::Refuse => {
+                return Err(QueryError::Refused {
+                    name: name.to_owned(),
+                    offset: first.start,
+                })
+            }
+        };
         let backquoted = joined.is_none() && first.kind == Kind::Backquoted;
         let out = out.get_or_insert_with(|| String::with_capacity(query.len() + 16));
         // Token boundaries are ASCII bytes (or the ends), hence char boundaries.
