@@ -1190,6 +1190,51 @@ mod tests {
     }
 
     #[test]
+    fn expose_upstream_names_is_a_checked_listener_setting() {
+        let listener = |setting: &str| {
+            format!(
+                r#"
+                [[upstream]]
+                name = "t"
+                address = "127.0.0.1:7233"
+                [[listener]]
+                name = "clients"
+                listen = "127.0.0.1:7235"
+                upstream = "t"
+                [listener.translate]
+                namespaces = {{ "orders" = "orders-prod" }}
+                {setting}
+                "#
+            )
+        };
+        let config = Config::parse(&listener("")).unwrap();
+        assert_eq!(config.listeners[0].translate.expose_upstream_names, None);
+        let config = Config::parse(&listener("expose_upstream_names = true")).unwrap();
+        assert_eq!(
+            config.listeners[0].translate.expose_upstream_names,
+            Some(true)
+        );
+        let err = Config::parse(&listener("expose_upstream_names = \"yes\"")).unwrap_err();
+        assert!(err.to_string().contains("expose_upstream_names"), "{err}");
+        // A cluster connection relays both clusters' names as they are: the key is refused there.
+        let err = Config::parse(
+            r#"
+            [[cluster_connection]]
+            name = "a-b"
+            local = { listen = "127.0.0.1:7301", upstream = "127.0.0.1:7233" }
+            remote = { mode = "tcp", listen = "127.0.0.1:7401", address = "127.0.0.1:7402" }
+            translate = { namespaces = { "billing" = "billing-eu" }, expose_upstream_names = false }
+            "#,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["cluster_connection[0].translate.expose_upstream_names"]
+        );
+    }
+
+    #[test]
     fn mux_client_backoff_has_defaults_and_is_checked() {
         let link = |extra: &str| {
             format!(

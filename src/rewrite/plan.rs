@@ -567,6 +567,140 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    fn all_targets() -> (DescriptorPool, Plan) {
+        let pool = crate::descriptor_set::embedded().unwrap();
+        let targets = Targets {
+            namespaces: true,
+            search_attributes: true,
+            utf8: false,
+        };
+        let plan = Plan::compile(&pool, targets);
+        (pool, plan)
+    }
+
+    /// Every (message, field) with a text action reachable from `root` through message actions.
+    fn reachable_texts(plan: &Plan, root: MsgId) -> Vec<(String, u32, Action)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![root];
+        let mut texts = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let message = plan.message(id);
+            let actions = message
+                .by_number
+                .iter()
+                .enumerate()
+                .filter_map(|(n, a)| a.map(|a| (n as u32, a)))
+                .chain(message.sparse.iter().copied());
+            for (number, action) in actions {
+                match action {
+                    Action::Text(_) | Action::Item(_) => {
+                        texts.push((message.name.clone(), number, action))
+                    }
+                    Action::Message(child)
+                    | Action::Element(child, _)
+                    | Action::HistoryBlob(child) => stack.push(child),
+                }
+            }
+        }
+        texts
+    }
+
+    #[test]
+    fn a_namespace_entry_is_hidden_by_its_own_name_only() {
+        // A ListNamespaces entry is dropped when a namespace inside it is hidden: that must be the
+        // entry's own name, never some other namespace it mentions.
+        let (_, plan) = all_targets();
+        let list = plan
+            .message_id("temporal.api.workflowservice.v1.ListNamespacesResponse")
+            .unwrap();
+        let entry = plan.message_id(HIDING_ELEMENTS[0]).unwrap();
+        assert_eq!(
+            plan.message(list).action(1),
+            Some(Action::Element(entry, TextKind::Namespace))
+        );
+        let namespaces: Vec<_> = reachable_texts(&plan, entry)
+            .into_iter()
+            .filter(|(_, _, a)| {
+                matches!(
+                    a,
+                    Action::Text(TextKind::Namespace) | Action::Item(TextKind::Namespace)
+                )
+            })
+            .collect();
+        assert_eq!(
+            namespaces,
+            [(
+                "temporal.api.namespace.v1.NamespaceInfo".to_owned(),
+                1,
+                Action::Text(TextKind::Namespace)
+            )]
+        );
+    }
+
+    #[test]
+    fn every_search_attribute_name_can_be_dropped() {
+        // A hidden search-attribute name is dropped with its list element or map entry, so each one
+        // must be an `Item` or a key/value directly inside an `Element` entry.
+        let (pool, plan) = all_targets();
+        let mut entries = std::collections::HashSet::new();
+        for message in pool.all_messages() {
+            let Some(id) = plan.message_id(message.full_name()) else {
+                continue;
+            };
+            for field in message.fields() {
+                if let Some(Action::Element(child, TextKind::SearchAttribute)) =
+                    plan.message(id).action(field.number())
+                {
+                    entries.insert(child);
+                }
+            }
+        }
+        let mut checked = 0;
+        for message in pool.all_messages() {
+            let Some(id) = plan.message_id(message.full_name()) else {
+                continue;
+            };
+            for field in message.fields() {
+                match plan.message(id).action(field.number()) {
+                    Some(Action::Text(TextKind::SearchAttribute)) => {
+                        assert!(
+                            entries.contains(&id),
+                            "{}.{} cannot be dropped",
+                            message.full_name(),
+                            field.name()
+                        );
+                        checked += 1;
+                    }
+                    Some(Action::Item(TextKind::SearchAttribute)) => checked += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(checked > 10, "{checked}");
+    }
+
+    #[test]
+    fn get_search_attributes_keys_are_search_attribute_names() {
+        let (pool, plan) = all_targets();
+        let response = pool
+            .get_message_by_name(GET_SEARCH_ATTRIBUTES_RESPONSE)
+            .unwrap();
+        let keys = response.get_field_by_name("keys").unwrap();
+        let Kind::Message(entry) = keys.kind() else {
+            panic!("keys is a map");
+        };
+        let key = entry.get_field_by_name("key").unwrap();
+        assert_eq!(classify_string(&entry, &key), TextKind::SearchAttribute);
+        let id = plan.message_id(response.full_name()).unwrap();
+        assert!(matches!(
+            plan.message(id).action(keys.number()),
+            Some(Action::Element(_, TextKind::SearchAttribute))
+        ));
+    }
+
     #[test]
     fn every_field_naming_a_namespace_or_search_attribute_is_classified() {
         let pool = crate::descriptor_set::embedded().unwrap();

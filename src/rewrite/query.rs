@@ -816,6 +816,56 @@ mod tests {
         assert_eq!(translate_query(query, &|_| None), Ok(None));
     }
 
+    /// The forward map, refusing the names only its range has (`OrderCustomer`, `Zone`, …): how a
+    /// translating listener treats upstream-side names in its clients' queries.
+    fn refusing(name: &str) -> Lookup<'static> {
+        match forward(name) {
+            Some(to) => Lookup::Rename(to),
+            None if inverse(name).is_some() => Lookup::Refuse,
+            None => Lookup::Keep,
+        }
+    }
+
+    #[test]
+    fn refused_names_fail_the_query_with_the_first_one() {
+        let refused = |query: &str| translate_query_with(query, &refusing);
+        assert_eq!(
+            refused("CustomerId = 1 AND Zone = 2 AND OrderCustomer = 3"),
+            Err(QueryError::Refused {
+                name: "Zone".into(),
+                offset: 19
+            })
+        );
+        assert_eq!(
+            refused("`Other Attr` = 1"),
+            Err(QueryError::Refused {
+                name: "Other Attr".into(),
+                offset: 0
+            })
+        );
+        assert_eq!(
+            refused("MetaOwner = 1"),
+            Err(QueryError::Refused {
+                name: "MetaOwner".into(),
+                offset: 0
+            })
+        );
+        // Only names are judged: literals, comments and parts of qualified names are not names.
+        assert_eq!(
+            refused("Region = 'OrderCustomer' /* Zone */ AND Zone.x = 1 -- Zone"),
+            Ok(Some(
+                "Zone = 'OrderCustomer' /* Zone */ AND Zone.x = 1 -- Zone".into()
+            ))
+        );
+        // A swap refuses nothing: both names are client-side names.
+        assert_eq!(refused("Alpha = Beta"), Ok(Some("Beta = Alpha".into())));
+        // A syntax error before the refused name wins.
+        assert_eq!(
+            refused("x = 'open AND Zone = 1"),
+            Err(QueryError::UnterminatedString { offset: 4 })
+        );
+    }
+
     #[test]
     fn borrowed_map_closure() {
         let map: std::collections::HashMap<String, String> =
@@ -1098,6 +1148,26 @@ mod tests {
         #[test]
         fn empty_map_changes_nothing(g in query()) {
             prop_assert_eq!(translate_query(&g.query, &|_| None), Ok(None));
+        }
+
+        #[test]
+        fn refusal_is_decided_by_the_names_asked_about(g in query()) {
+            // Generated queries are well formed: refused exactly when one of their names is, and
+            // then for the first such name; otherwise the same translation as without refusals.
+            // Generated names come from the map's domain, so refuse some of those.
+            let lookup = |name: &str| match name {
+                "Region" | "Unmapped Thing" | "Status" => Lookup::Refuse,
+                _ => forward(name).map_or(Lookup::Keep, Lookup::Rename),
+            };
+            let first = g.names.iter().find(|n| lookup(n) == Lookup::Refuse);
+            let out = translate_query_with(&g.query, &lookup);
+            match first {
+                Some(name) => prop_assert!(
+                    matches!(&out, Err(QueryError::Refused { name: n, .. }) if n == name),
+                    "{:?}", out
+                ),
+                None => prop_assert_eq!(out, translate_query(&g.query, &forward)),
+            }
         }
 
         #[test]
