@@ -149,11 +149,17 @@ fn check(path: &std::path::Path, config: &Config) -> ExitCode {
             }
         }
         println!(
-            "    translates {} namespace(s), search attributes for {} namespace(s), UTF-8 repair {}; \
-             edits requests of {requests} and responses of {responses} of {methods} methods",
+            "    translates {} namespace(s), search attributes for {} namespace(s), UTF-8 repair {}, \
+             upstream-side names {}; edits requests of {requests} and responses of {responses} of \
+             {methods} methods",
             translate.namespaces.len(),
             translate.search_attributes.len(),
             if translate.repair_utf8 { "on" } else { "off" },
+            if translate.expose_upstream_names == Some(true) {
+                "exposed"
+            } else {
+                "hidden"
+            },
         );
     }
     for connection in &config.cluster_connections {

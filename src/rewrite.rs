@@ -1,6 +1,8 @@
 //! Descriptor-guided wire rewriting: namespace names and search-attribute names translated between
 //! the client-side and upstream-side names of a listener, invalid UTF-8 repaired — editing only the
-//! bytes of the fields concerned and copying everything else verbatim.
+//! bytes of the fields concerned and copying everything else verbatim. Unless upstream names are
+//! exposed, a listener's clients see client-side names only: upstream-side names that are mapping
+//! targets are refused in requests, and colliding upstream names are dropped from responses' lists.
 //!
 //! - `plan`: which fields of which message types are targets (compiled once from the descriptor set).
 //! - `walker`: one pass over a message's bytes, producing splices; `wire`: the only code that touches

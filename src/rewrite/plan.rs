@@ -15,6 +15,10 @@
 //!   ([`HISTORY_BLOB_FIELDS`]); when the blob's encoding is proto3 its data is walked as a
 //!   `temporal.api.history.v1.History`.
 //! - **UTF-8 repair** (when enabled): every other string field.
+//! - **Hidden elements**: list elements dropped from a response when they name something the
+//!   listener's clients cannot see ([`Action::Element`], [`Action::Item`]): map entries keyed or
+//!   valued by a search attribute, elements of repeated search-attribute strings, and entries of
+//!   lists of [`HIDING_ELEMENTS`] (by their namespace name).
 //!
 //! Fields whose names mention a namespace or search attribute but are deliberately left alone are
 //! listed with the reason in [`LEFT_ALONE`]; a test fails on any field that is in neither list.

@@ -169,17 +169,13 @@ fn edit_inner(
                         }
                         other => other,
                     };
-                    match &mut value {
-                        Value::String(text) => {
-                            if edit_text(text, value_kind, targets, editor, stats)? {
-                                inner.add(Hidden::of(value_kind));
-                            }
-                        }
-                        Value::Message(child) => {
-                            inner.add(edit_inner(child, targets, editor, stats)?)
-                        }
-                        _ => {}
-                    }
+                    let value_hidden = match &mut value {
+                        Value::String(text) => edit_text(text, value_kind, targets, editor, stats)?
+                            .then(|| Hidden::of(value_kind)),
+                        Value::Message(child) => Some(edit_inner(child, targets, editor, stats)?),
+                        _ => None,
+                    };
+                    inner.add(value_hidden.unwrap_or_default());
                     let dropped = inner.take(element_kind);
                     hidden.add(inner);
                     if !dropped {
