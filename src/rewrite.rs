@@ -57,7 +57,7 @@ impl BiMap {
 
     /// The same mapping, with upstream-side names refused in requests and colliding names
     /// hidden in responses (a listener's default: its clients see one consistent set of names).
-    pub fn consistent(mut self) -> Self {
+    pub(crate) fn consistent(mut self) -> Self {
         let shadows = |this: &HashMap<String, String>, other: &HashMap<String, String>| {
             other
                 .keys()
@@ -83,7 +83,7 @@ impl BiMap {
 
     /// Whether `name`, arriving in a message going `direction`, names something the listener's
     /// clients cannot see: refused in requests, hidden in responses.
-    pub fn shadowed(&self, name: &str, direction: Direction) -> bool {
+    pub(crate) fn shadowed(&self, name: &str, direction: Direction) -> bool {
         match direction {
             Direction::ToUpstream => self.shadowed_upstream.contains(name),
             Direction::ToClient => self.shadowed_client.contains(name),

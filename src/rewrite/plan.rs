@@ -7,8 +7,8 @@
 //!   `temporal.api.namespace.v1.NamespaceInfo.name`. Namespace IDs (`namespace_id`, …) are never edited.
 //! - **Search-attribute names**: keys of maps named `indexed_fields` (`SearchAttributes`) or whose name
 //!   contains `search_attributes`, keys of the search-attribute type maps `custom_attributes` /
-//!   `system_attributes` and WorkflowService's `GetSearchAttributesResponse.keys`, the values of `custom_search_attribute_aliases`, and repeated string fields
-//!   named `search_attributes`.
+//!   `system_attributes` and of WorkflowService's `GetSearchAttributesResponse.keys`, the values of
+//!   `custom_search_attribute_aliases`, and repeated string fields named `search_attributes`.
 //! - **Visibility queries**: string fields named `query` or ending in `_query`; search-attribute names
 //!   inside are translated by [`super::query`].
 //! - **History blobs**: `temporal.api.common.v1.DataBlob` fields that carry serialized history events
@@ -47,7 +47,8 @@ pub const HISTORY_BLOB_FIELDS: &[&str] = &[
 
 /// Element types of repeated fields that are dropped from responses when the namespace they
 /// describe is hidden from the listener's clients (`ListNamespaces` entries).
-pub const HIDING_ELEMENTS: &[&str] = &["temporal.api.workflowservice.v1.DescribeNamespaceResponse"];
+pub(crate) const HIDING_ELEMENTS: &[&str] =
+    &["temporal.api.workflowservice.v1.DescribeNamespaceResponse"];
 
 /// Fields that mention a namespace or search attribute and are deliberately not edited.
 /// (message full name or `*` for any, field name, reason)
