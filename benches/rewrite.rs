@@ -140,6 +140,7 @@ fn cases(pool: &DescriptorPool, full: bool) -> Vec<Case> {
         .into_iter()
         .collect(),
         repair_utf8: false,
+        expose_upstream_names: None,
     };
     let rewriter =
         Rewriter::new(&config, pool, &mut PlanCache::default()).expect("translation configured");

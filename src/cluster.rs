@@ -132,12 +132,18 @@ pub fn inverse(translate: &TranslateConfig) -> TranslateConfig {
         namespaces,
         search_attributes,
         repair_utf8: translate.repair_utf8,
+        expose_upstream_names: translate.expose_upstream_names,
     }
 }
 
 fn rewriter(config: &TranslateConfig, link: &mut LinkContext<'_>) -> Option<Arc<Rewriter>> {
     let pool = link.descriptors?;
-    Rewriter::new(config, pool, link.plans)
+    // A link refuses and hides no name: replication carries whatever the clusters send.
+    let config = TranslateConfig {
+        expose_upstream_names: Some(true),
+        ..config.clone()
+    };
+    Rewriter::new(&config, pool, link.plans)
 }
 
 /// Binds and starts one cluster connection.

@@ -429,6 +429,11 @@ pub struct TranslateConfig {
     /// Repair invalid UTF-8 in every string field of upstream responses (to U+FFFD), counting each.
     #[serde(default)]
     pub repair_utf8: bool,
+    /// Listeners only (default false): whether clients may also use the upstream-side names that
+    /// are mapping targets, and see upstream names that collide with client-side names. By
+    /// default such names are refused in requests (as unknown) and left out of responses' lists.
+    #[serde(default)]
+    pub expose_upstream_names: Option<bool>,
 }
 
 impl TranslateConfig {
@@ -1044,6 +1049,12 @@ impl Config {
                 &key("translate.namespaces"),
                 &mut report,
             );
+            if connection.translate.expose_upstream_names.is_some() {
+                report(
+                    key("translate.expose_upstream_names"),
+                    "is a listener setting: a cluster connection relays both clusters' names as they are".into(),
+                );
+            }
             for (namespace, names) in &connection.translate.search_attributes {
                 check_mapping(
                     names,
@@ -1422,6 +1433,51 @@ mod tests {
                 assert_eq!(err.problems()[0].key, key, "{err}");
             }
         }
+    }
+
+    #[test]
+    fn expose_upstream_names_is_a_checked_listener_setting() {
+        let listener = |setting: &str| {
+            format!(
+                r#"
+                [[upstream]]
+                name = "t"
+                address = "127.0.0.1:7233"
+                [[listener]]
+                name = "clients"
+                listen = "127.0.0.1:7235"
+                upstream = "t"
+                [listener.translate]
+                namespaces = {{ "orders" = "orders-prod" }}
+                {setting}
+                "#
+            )
+        };
+        let config = Config::parse(&listener("")).unwrap();
+        assert_eq!(config.listeners[0].translate.expose_upstream_names, None);
+        let config = Config::parse(&listener("expose_upstream_names = true")).unwrap();
+        assert_eq!(
+            config.listeners[0].translate.expose_upstream_names,
+            Some(true)
+        );
+        let err = Config::parse(&listener("expose_upstream_names = \"yes\"")).unwrap_err();
+        assert!(err.to_string().contains("expose_upstream_names"), "{err}");
+        // A cluster connection relays both clusters' names as they are: the key is refused there.
+        let err = Config::parse(
+            r#"
+            [[cluster_connection]]
+            name = "a-b"
+            local = { listen = "127.0.0.1:7301", upstream = "127.0.0.1:7233" }
+            remote = { mode = "tcp", listen = "127.0.0.1:7401", address = "127.0.0.1:7402" }
+            translate = { namespaces = { "billing" = "billing-eu" }, expose_upstream_names = false }
+            "#,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["cluster_connection[0].translate.expose_upstream_names"]
+        );
     }
 
     #[test]

@@ -180,11 +180,17 @@ fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) ->
         }
         writeln!(
             out,
-            "    translates {} namespace(s), search attributes for {} namespace(s), UTF-8 repair {}; \
-             edits requests of {requests} and responses of {responses} of {methods} methods",
+            "    translates {} namespace(s), search attributes for {} namespace(s), UTF-8 repair {}, \
+             upstream-side names {}; edits requests of {requests} and responses of {responses} of \
+             {methods} methods",
             translate.namespaces.len(),
             translate.search_attributes.len(),
             if translate.repair_utf8 { "on" } else { "off" },
+            if translate.expose_upstream_names == Some(true) {
+                "exposed"
+            } else {
+                "hidden"
+            },
         )?;
     }
     for connection in &config.cluster_connections {

@@ -1,6 +1,8 @@
 //! Descriptor-guided wire rewriting: namespace names and search-attribute names translated between
 //! the client-side and upstream-side names of a listener, invalid UTF-8 repaired — editing only the
-//! bytes of the fields concerned and copying everything else verbatim.
+//! bytes of the fields concerned and copying everything else verbatim. Unless upstream names are
+//! exposed, a listener's clients see client-side names only: upstream-side names that are mapping
+//! targets are refused in requests, and colliding upstream names are dropped from responses' lists.
 //!
 //! - `plan`: which fields of which message types are targets (compiled once from the descriptor set).
 //! - `walker`: one pass over a message's bytes, producing splices; `wire`: the only code that touches
@@ -18,7 +20,7 @@ pub mod status_details;
 pub mod walker;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -26,7 +28,7 @@ use prost_reflect::DescriptorPool;
 
 use self::compression::{CompressionError, Encoding};
 use self::plan::{MsgId, Plan, Targets, TextKind};
-use self::walker::{EditError, EditStats, TextEditor};
+use self::walker::{EditError, EditStats, TextEdit, TextEditor, Unknown};
 use crate::config::TranslateConfig;
 
 /// A one-to-one name mapping, usable both ways.
@@ -34,6 +36,11 @@ use crate::config::TranslateConfig;
 pub struct BiMap {
     to_upstream: HashMap<String, String>,
     to_client: HashMap<String, String>,
+    /// Names each way that the mapping does not translate but the other way produces: upstream
+    /// names that are mapping targets (refused in requests), and client-side names the upstream
+    /// also uses for something else (hidden in responses). Empty when upstream names are exposed.
+    shadowed_upstream: HashSet<String>,
+    shadowed_client: HashSet<String>,
 }
 
 impl BiMap {
@@ -44,7 +51,23 @@ impl BiMap {
         Self {
             to_upstream,
             to_client,
+            ..Self::default()
         }
+    }
+
+    /// The same mapping, with upstream-side names refused in requests and colliding names
+    /// hidden in responses (a listener's default: its clients see one consistent set of names).
+    pub(crate) fn consistent(mut self) -> Self {
+        let shadows = |this: &HashMap<String, String>, other: &HashMap<String, String>| {
+            other
+                .keys()
+                .filter(|name| !this.contains_key(*name))
+                .cloned()
+                .collect()
+        };
+        self.shadowed_upstream = shadows(&self.to_upstream, &self.to_client);
+        self.shadowed_client = shadows(&self.to_client, &self.to_upstream);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,6 +78,15 @@ impl BiMap {
         match direction {
             Direction::ToUpstream => &self.to_upstream,
             Direction::ToClient => &self.to_client,
+        }
+    }
+
+    /// Whether `name`, arriving in a message going `direction`, names something the listener's
+    /// clients cannot see: refused in requests, hidden in responses.
+    pub(crate) fn shadowed(&self, name: &str, direction: Direction) -> bool {
+        match direction {
+            Direction::ToUpstream => self.shadowed_upstream.contains(name),
+            Direction::ToClient => self.shadowed_client.contains(name),
         }
     }
 }
@@ -102,11 +134,21 @@ impl Rewriter {
         pool: &DescriptorPool,
         cache: &mut PlanCache,
     ) -> Option<Arc<Rewriter>> {
-        let namespaces = BiMap::new(&config.namespaces);
+        // Unless told otherwise, clients see client-side names only (see `BiMap::consistent`).
+        let expose = config.expose_upstream_names.unwrap_or(false);
+        let bimap = |pairs| {
+            let map = BiMap::new(pairs);
+            if expose {
+                map
+            } else {
+                map.consistent()
+            }
+        };
+        let namespaces = bimap(&config.namespaces);
         let search_attributes: HashMap<String, BiMap> = config
             .search_attributes
             .iter()
-            .map(|(ns, map)| (ns.clone(), BiMap::new(map)))
+            .map(|(ns, map)| (ns.clone(), bimap(map)))
             .collect();
         let has_attributes = search_attributes.values().any(|m| !m.is_empty());
         let request_targets = Targets {
@@ -159,6 +201,14 @@ impl Rewriter {
         self.namespaces.get(direction).get(name).map(String::as_str)
     }
 
+    /// The refusal of a request naming `name` (a `temporal-namespace` header, say) when it is an
+    /// upstream-side name this listener's clients cannot see.
+    pub fn refused_namespace(&self, name: &str) -> Option<Unknown> {
+        self.namespaces
+            .shadowed(name, Direction::ToUpstream)
+            .then(|| Unknown::Namespace(name.to_owned()))
+    }
+
     /// The search-attribute map of a call, given its client-side namespace.
     pub fn attributes_for(&self, client_namespace: &str) -> Option<&BiMap> {
         self.search_attributes
@@ -188,23 +238,68 @@ impl Rewriter {
     pub fn editor<'a>(
         &'a self,
         direction: Direction,
-        client_namespace: Option<&str>,
+        client_namespace: Option<&'a str>,
     ) -> NameEditor<'a> {
+        let attributes = client_namespace.and_then(|ns| Some((ns, self.attributes_for(ns)?)));
         NameEditor {
-            namespaces: self.namespaces.get(direction),
-            attributes: client_namespace
-                .and_then(|ns| self.attributes_for(ns))
-                .map(|m| m.get(direction)),
+            direction,
+            namespaces: &self.namespaces,
+            attributes,
             repair_utf8: self.repair_utf8 && direction == Direction::ToClient,
         }
     }
 }
 
 /// Edits string values: namespace and search-attribute names by map, queries by tokenizer, UTF-8.
+/// Shadowed names (see [`BiMap::shadowed`]) are refused in requests and hidden in responses.
 pub struct NameEditor<'a> {
-    namespaces: &'a HashMap<String, String>,
-    attributes: Option<&'a HashMap<String, String>>,
+    direction: Direction,
+    namespaces: &'a BiMap,
+    /// The call's client-side namespace and its search-attribute map.
+    attributes: Option<(&'a str, &'a BiMap)>,
     repair_utf8: bool,
+}
+
+impl NameEditor<'_> {
+    /// A name looked up in `map`: translated; for a shadowed name, refused with `unknown` in
+    /// requests and hidden in responses; else kept.
+    fn name(
+        &self,
+        map: &BiMap,
+        text: &str,
+        unknown: impl FnOnce() -> Unknown,
+    ) -> Result<TextEdit, EditError> {
+        if let Some(to) = map.get(self.direction).get(text) {
+            return Ok(TextEdit::Replace(to.as_bytes().to_vec()));
+        }
+        if !map.shadowed(text, self.direction) {
+            return Ok(TextEdit::Keep);
+        }
+        match self.direction {
+            Direction::ToUpstream => Err(EditError::Unknown(unknown())),
+            Direction::ToClient => Ok(TextEdit::Hide),
+        }
+    }
+
+    fn query(&self, map: &BiMap, text: &str) -> Result<TextEdit, EditError> {
+        let names = map.get(self.direction);
+        // Responses are never refused: a query an upstream wrote is kept as it is where it names
+        // something hidden.
+        let refuse = self.direction == Direction::ToUpstream;
+        let lookup = |name: &str| match names.get(name) {
+            Some(to) => query::Lookup::Rename(to.as_str()),
+            None if refuse && map.shadowed(name, self.direction) => query::Lookup::Refuse,
+            None => query::Lookup::Keep,
+        };
+        match query::translate_query_with(text, &lookup) {
+            Ok(Some(new)) => Ok(TextEdit::Replace(new.into_bytes())),
+            Ok(None) => Ok(TextEdit::Keep),
+            Err(query::QueryError::Refused { name, .. }) => {
+                Err(EditError::Unknown(Unknown::QueryAttribute(name)))
+            }
+            Err(err) => Err(EditError::Query(err.to_string())),
+        }
+    }
 }
 
 impl TextEditor for NameEditor<'_> {
@@ -213,33 +308,32 @@ impl TextEditor for NameEditor<'_> {
         kind: TextKind,
         value: &[u8],
         stats: &mut EditStats,
-    ) -> Result<Option<Vec<u8>>, EditError> {
+    ) -> Result<TextEdit, EditError> {
         let Ok(text) = std::str::from_utf8(value) else {
             if self.repair_utf8 {
                 stats.utf8_repairs += 1;
-                return Ok(Some(
+                return Ok(TextEdit::Replace(
                     String::from_utf8_lossy(value).into_owned().into_bytes(),
                 ));
             }
-            return Ok(None);
+            return Ok(TextEdit::Keep);
         };
-        let translated = match kind {
-            TextKind::Namespace => self.namespaces.get(text).map(|n| n.as_bytes().to_vec()),
-            TextKind::SearchAttribute => self
-                .attributes
-                .and_then(|m| m.get(text))
-                .map(|n| n.as_bytes().to_vec()),
-            TextKind::Query => match self.attributes {
-                Some(map) => {
-                    query::translate_query(text, &|name| map.get(name).map(String::as_str))
-                        .map_err(|e| EditError::Query(e.to_string()))?
-                        .map(String::into_bytes)
-                }
-                None => None,
-            },
-            TextKind::Plain => None,
+        let edit = match (kind, self.attributes) {
+            (TextKind::Namespace, _) => self.name(self.namespaces, text, || {
+                Unknown::Namespace(text.to_owned())
+            })?,
+            (TextKind::SearchAttribute, Some((namespace, map))) => {
+                self.name(map, text, || Unknown::SearchAttribute {
+                    namespace: namespace.to_owned(),
+                    name: text.to_owned(),
+                })?
+            }
+            (TextKind::Query, Some((_, map))) => self.query(map, text)?,
+            (TextKind::SearchAttribute | TextKind::Query, None) | (TextKind::Plain, _) => {
+                TextEdit::Keep
+            }
         };
-        if translated.is_some() {
+        if matches!(edit, TextEdit::Replace(_)) {
             match kind {
                 TextKind::Namespace => stats.namespaces += 1,
                 TextKind::SearchAttribute => stats.search_attributes += 1,
@@ -247,7 +341,7 @@ impl TextEditor for NameEditor<'_> {
                 TextKind::Plain => {}
             }
         }
-        Ok(translated)
+        Ok(edit)
     }
 }
 

@@ -727,3 +727,217 @@ fn search_attribute_errors_name_the_client_side_attribute() {
         problems.join("\n")
     );
 }
+
+/// The namespaces `temporal operator namespace list` prints at `address`: (name, id) pairs.
+fn namespace_list(address: &str) -> Vec<(String, String)> {
+    let (_, list) = cli_json(address, &["operator", "namespace", "list", "-o", "json"]);
+    list.as_array()
+        .unwrap_or_else(|| panic!("namespace list is no array: {list}"))
+        .iter()
+        .map(|n| {
+            let at = |p: &str| n.str_at(p).unwrap_or_default().to_owned();
+            (at("namespaceInfo/name"), at("namespaceInfo/id"))
+        })
+        .collect()
+}
+
+/// Fails unless `temporal <args>` at `address` fails naming `expected` in its error.
+fn assert_refused(address: &str, args: &[&str], expected: &str) {
+    let run = temporal_cli(address, args);
+    assert!(
+        !run.success(),
+        "`temporal {}` should fail: {}",
+        args.join(" "),
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(expected),
+        "`temporal {}` should fail with {expected:?}: {}",
+        args.join(" "),
+        run.stderr
+    );
+}
+
+/// Clients of a translating listener see one world: the server also has a namespace `orders` and
+/// a search attribute `CustomerId` of its own, which no client of Strait can reach; and the
+/// server-side names of the mapping (`orders-prod`, `OrderCustomer`) are unknown to them. With
+/// `expose_upstream_names = true`, both names work, as before.
+#[test]
+fn clients_see_only_client_side_names_unless_upstream_names_are_exposed() {
+    let (ns, server_ns) = NAMESPACE;
+    let (attr, server_attr) = ATTRIBUTE;
+    let server = DevServer::start(&DevServerOpts {
+        namespaces: vec![server_ns.to_owned(), ns.to_owned()],
+        search_attributes: vec![
+            (server_attr.to_owned(), "Keyword".to_owned()),
+            // Colliding with the client-side name, as a different type to tell them apart.
+            (attr.to_owned(), "Int".to_owned()),
+        ],
+        ..Default::default()
+    });
+    let strait = start_strait(&server);
+    let upstream = server.address();
+    let exposed = Strait::start_config(|listen, admin| {
+        // The shipped config ends with its `[listener.translate]`.
+        translate_toml(&upstream, listen, admin) + "\nexpose_upstream_names = true\n"
+    });
+    let (direct, via, via_exposed) = (server.address(), strait.address(), exposed.address());
+
+    let direct_list = namespace_list(&direct);
+    let id_of = |name: &str| {
+        direct_list
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("the server lists no {name}: {direct_list:?}"))
+    };
+    let (prod_id, other_id) = (id_of(server_ns), id_of(ns));
+
+    // --- The server-side names are unknown through Strait, with Temporal's own errors.
+    let not_found = format!("Namespace {server_ns} is not found");
+    assert_refused(
+        &via,
+        &["operator", "namespace", "describe", "-n", server_ns],
+        &not_found,
+    );
+    assert_refused(
+        &via,
+        &["workflow", "describe", "-n", server_ns, "-w", "any"],
+        &not_found,
+    );
+    assert_refused(
+        &via,
+        &[
+            "workflow",
+            "list",
+            "-n",
+            ns,
+            "--query",
+            &format!("{server_attr} = 'c-1'"),
+        ],
+        &format!("invalid search attribute: {server_attr}"),
+    );
+    assert_refused(
+        &via,
+        &[
+            "workflow",
+            "start",
+            "-n",
+            ns,
+            "--type",
+            "T",
+            "-t",
+            "q",
+            "-w",
+            &unique("refused"),
+            "--search-attribute",
+            &format!("{server_attr}=\"c-1\""),
+        ],
+        &format!("no mapping defined for search attribute {server_attr}"),
+    );
+    // The client-side names work.
+    temporal_cli(
+        &via,
+        &[
+            "workflow",
+            "list",
+            "-n",
+            ns,
+            "--query",
+            &format!("{attr} = 'c-1'"),
+        ],
+    )
+    .ok();
+
+    // --- ListNamespaces: `orders` once, and it is the mapped namespace.
+    let listed = namespace_list(&via);
+    let orders: Vec<&(String, String)> = listed.iter().filter(|(n, _)| n == ns).collect();
+    assert_eq!(orders, [&(ns.to_owned(), prod_id.clone())], "{listed:?}");
+    assert!(
+        !listed
+            .iter()
+            .any(|(n, id)| n == server_ns || *id == other_id),
+        "{listed:?}"
+    );
+    assert!(listed.iter().any(|(n, _)| n == "default"), "{listed:?}");
+
+    // --- Search attributes: `CustomerId` once, the mapped Keyword; the alias map likewise.
+    let (_, attributes) = cli_json(
+        &via,
+        &[
+            "operator",
+            "search-attribute",
+            "list",
+            "-n",
+            ns,
+            "-o",
+            "json",
+        ],
+    );
+    let Some(Json::Object(custom)) = attributes.pointer("customAttributes") else {
+        panic!("no customAttributes in {attributes}");
+    };
+    assert_eq!(
+        custom.get(attr),
+        Some(&Json::String("INDEXED_VALUE_TYPE_KEYWORD".into())),
+        "{attributes}"
+    );
+    assert!(!custom.contains_key(server_attr), "{attributes}");
+    let (_, described) = cli_json(
+        &via,
+        &["operator", "namespace", "describe", "-n", ns, "-o", "json"],
+    );
+    assert_eq!(described.str_at("namespaceInfo/id"), Some(prod_id.as_str()));
+    let Some(Json::Object(aliases)) = described.pointer("config/customSearchAttributeAliases")
+    else {
+        panic!("no alias map in {described}");
+    };
+    let aliases: Vec<&Json> = aliases.values().collect();
+    assert_eq!(aliases, [&Json::String(attr.into())], "{described}");
+
+    // Refusals are Strait's answers, not failures of Strait.
+    let (_, errors) = rewrite_metrics(&strait);
+    assert!(
+        errors.values().all(|n| *n == 0.0),
+        "strait_relay_errors_total: {errors:?}\n--- strait log\n{}",
+        strait.log()
+    );
+
+    // --- Exposed: the server-side names reach the server-side namespace, as before.
+    let (_, described) = cli_json(
+        &via_exposed,
+        &[
+            "operator",
+            "namespace",
+            "describe",
+            "-n",
+            server_ns,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(described.str_at("namespaceInfo/id"), Some(prod_id.as_str()));
+    assert_eq!(described.str_at("namespaceInfo/name"), Some(ns));
+    temporal_cli(
+        &via_exposed,
+        &[
+            "workflow",
+            "list",
+            "-n",
+            ns,
+            "--query",
+            &format!("{server_attr} = 'c-1'"),
+        ],
+    )
+    .ok();
+    let listed = namespace_list(&via_exposed);
+    let mut orders: Vec<&str> = listed
+        .iter()
+        .filter(|(n, _)| n == ns)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    orders.sort();
+    let mut expected = [prod_id.as_str(), other_id.as_str()];
+    expected.sort();
+    assert_eq!(orders, expected, "{listed:?}");
+}

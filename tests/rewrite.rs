@@ -14,7 +14,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, V
 use strait::config::TranslateConfig;
 use strait::rewrite::compression::{self, Encoding};
 use strait::rewrite::plan::Targets;
-use strait::rewrite::walker::EditStats;
+use strait::rewrite::walker::{EditError, EditStats, Unknown};
 use strait::rewrite::{reference, Direction, MessageEditor, PlanCache, RewriteError, Rewriter};
 
 const WS: &str = "temporal.api.workflowservice.v1";
@@ -48,6 +48,7 @@ fn config(
             .map(|(ns, pairs)| (ns.to_string(), map(pairs)))
             .collect(),
         repair_utf8,
+        expose_upstream_names: None,
     }
 }
 
@@ -692,4 +693,561 @@ fn search_attributes_alone_still_find_the_namespace_in_the_body() {
         .as_map()
         .unwrap()
         .contains_key(&MapKey::String("OrderCustomer".into())));
+}
+
+// ---- A consistent view: upstream-side names refused in requests, colliding names hidden ----
+
+const LIST_NAMESPACES: &str = "/temporal.api.workflowservice.v1.WorkflowService/ListNamespaces";
+const LIST_ATTRIBUTES: &str =
+    "/temporal.api.operatorservice.v1.OperatorService/ListSearchAttributes";
+const REMOVE_ATTRIBUTES: &str =
+    "/temporal.api.operatorservice.v1.OperatorService/RemoveSearchAttributes";
+const DESCRIBE_NAMESPACE: &str =
+    "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace";
+const DESCRIBE_WORKFLOW: &str =
+    "/temporal.api.workflowservice.v1.WorkflowService/DescribeWorkflowExecution";
+
+/// `orders()` with upstream-side names exposed (the opt-in for migrations).
+fn orders_exposed() -> Arc<Rewriter> {
+    let mut config = config(
+        &[("orders", "orders-prod")],
+        &[("orders", &[("CustomerId", "OrderCustomer")])],
+        false,
+    );
+    config.expose_upstream_names = Some(true);
+    rewriter(&config)
+}
+
+fn unknown(result: Result<Bytes, RewriteError>) -> Unknown {
+    match result {
+        Err(RewriteError::Edit(EditError::Unknown(unknown))) => unknown,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn list_request(namespace: &str, query: &str) -> Bytes {
+    let mut request = DynamicMessage::new(desc(&format!("{WS}.ListWorkflowExecutionsRequest")));
+    request.set_field_by_name("namespace", Value::String(namespace.into()));
+    request.set_field_by_name("query", Value::String(query.into()));
+    Bytes::from(request.encode_to_vec())
+}
+
+fn remove_attributes_request(namespace: &str, names: &[&str]) -> Bytes {
+    let mut request = DynamicMessage::new(desc(
+        "temporal.api.operatorservice.v1.RemoveSearchAttributesRequest",
+    ));
+    request.set_field_by_name("namespace", Value::String(namespace.into()));
+    request.set_field_by_name(
+        "search_attributes",
+        Value::List(names.iter().map(|n| Value::String(n.to_string())).collect()),
+    );
+    Bytes::from(request.encode_to_vec())
+}
+
+#[test]
+fn a_request_naming_a_mapped_upstream_name_is_refused_as_unknown() {
+    let rewriter = orders();
+    // The upstream-side namespace, in the body: NOT_FOUND in Temporal's words.
+    let body = Bytes::from(start_request("orders-prod", &[]).encode_to_vec());
+    let refused = unknown(edit(&rewriter, START, Direction::ToUpstream, &body, None));
+    assert_eq!(refused, Unknown::Namespace("orders-prod".into()));
+    assert_eq!(refused.to_string(), "Namespace orders-prod is not found.");
+    assert_eq!(
+        rewriter.refused_namespace("orders-prod"),
+        Some(Unknown::Namespace("orders-prod".into()))
+    );
+    for reachable in ["orders", "elsewhere", ""] {
+        assert_eq!(rewriter.refused_namespace(reachable), None, "{reachable}");
+    }
+
+    // The upstream-side search attribute: in an attribute map, a list of names and a query.
+    let body = Bytes::from(start_request("orders", &["OrderCustomer"]).encode_to_vec());
+    let refused = unknown(edit(&rewriter, START, Direction::ToUpstream, &body, None));
+    assert_eq!(
+        refused.to_string(),
+        "Namespace orders has no mapping defined for search attribute OrderCustomer"
+    );
+    let body = remove_attributes_request("orders", &["Other", "OrderCustomer"]);
+    let refused = unknown(edit(
+        &rewriter,
+        REMOVE_ATTRIBUTES,
+        Direction::ToUpstream,
+        &body,
+        None,
+    ));
+    assert!(
+        matches!(refused, Unknown::SearchAttribute { ref name, .. } if name == "OrderCustomer")
+    );
+    let body = list_request("orders", "CustomerId = 'a' OR `OrderCustomer` = 'b'");
+    let refused = unknown(edit(&rewriter, LIST, Direction::ToUpstream, &body, None));
+    assert_eq!(
+        refused.to_string(),
+        "invalid query: invalid search attribute: OrderCustomer"
+    );
+
+    // Client-side and unmapped names pass; a quoted value is no name.
+    let body = list_request("orders", "CustomerId = 'OrderCustomer' AND Other = 1");
+    let out = edit(&rewriter, LIST, Direction::ToUpstream, &body, None).unwrap();
+    let decoded =
+        DynamicMessage::decode(desc(&format!("{WS}.ListWorkflowExecutionsRequest")), out).unwrap();
+    assert_eq!(
+        decoded.get_field_by_name("query").unwrap().as_str(),
+        Some("OrderCustomer = 'OrderCustomer' AND Other = 1")
+    );
+    // Another namespace has no search-attribute map: nothing of it is refused.
+    let body = list_request("elsewhere", "OrderCustomer = 'b'");
+    let out = edit(&rewriter, LIST, Direction::ToUpstream, &body, None).unwrap();
+    assert_eq!(out, body);
+}
+
+#[test]
+fn with_upstream_names_exposed_requests_pass_as_before() {
+    let rewriter = orders_exposed();
+    assert_eq!(rewriter.refused_namespace("orders-prod"), None);
+    let body = Bytes::from(start_request("orders-prod", &["OrderCustomer"]).encode_to_vec());
+    let out = edit(&rewriter, START, Direction::ToUpstream, &body, None).unwrap();
+    assert_eq!(
+        out, body,
+        "upstream-side names reach the upstream untouched"
+    );
+    let body = list_request("orders", "OrderCustomer = 'b'");
+    let out = edit(&rewriter, LIST, Direction::ToUpstream, &body, None).unwrap();
+    let decoded =
+        DynamicMessage::decode(desc(&format!("{WS}.ListWorkflowExecutionsRequest")), out).unwrap();
+    assert_eq!(
+        decoded.get_field_by_name("query").unwrap().as_str(),
+        Some("OrderCustomer = 'b'")
+    );
+}
+
+#[test]
+fn a_mapping_that_swaps_names_refuses_and_hides_nothing() {
+    let rewriter = rewriter(&config(
+        &[("a", "b"), ("b", "a")],
+        &[("a", &[("X", "Y"), ("Y", "X")])],
+        false,
+    ));
+    assert_eq!(rewriter.refused_namespace("a"), None);
+    assert_eq!(rewriter.refused_namespace("b"), None);
+    let body = Bytes::from(start_request("a", &["X", "Y"]).encode_to_vec());
+    assert!(edit(&rewriter, START, Direction::ToUpstream, &body, None).is_ok());
+    let body = Bytes::from(list_namespaces(&[("a", "id-a"), ("b", "id-b")]).encode_to_vec());
+    let out = edit(&rewriter, LIST_NAMESPACES, Direction::ToClient, &body, None).unwrap();
+    assert_eq!(
+        namespace_entries(&out),
+        [
+            ("b".to_owned(), "id-a".to_owned()),
+            ("a".to_owned(), "id-b".to_owned())
+        ]
+    );
+}
+
+fn namespace_entry(name: &str, id: &str) -> Value {
+    let mut info = DynamicMessage::new(desc("temporal.api.namespace.v1.NamespaceInfo"));
+    info.set_field_by_name("name", Value::String(name.into()));
+    info.set_field_by_name("id", Value::String(id.into()));
+    info.set_field_by_name("description", Value::String(format!("{name} namespace")));
+    let mut entry = DynamicMessage::new(desc(&format!("{WS}.DescribeNamespaceResponse")));
+    entry.set_field_by_name("namespace_info", Value::Message(info));
+    entry.set_field_by_name("is_global_namespace", Value::Bool(true));
+    Value::Message(entry)
+}
+
+fn list_namespaces(entries: &[(&str, &str)]) -> DynamicMessage {
+    let mut response = DynamicMessage::new(desc(&format!("{WS}.ListNamespacesResponse")));
+    response.set_field_by_name(
+        "namespaces",
+        Value::List(
+            entries
+                .iter()
+                .map(|(name, id)| namespace_entry(name, id))
+                .collect(),
+        ),
+    );
+    response.set_field_by_name(
+        "next_page_token",
+        Value::Bytes(Bytes::from_static(b"page-2")),
+    );
+    response
+}
+
+/// (name, id) of each entry of a `ListNamespacesResponse`.
+fn namespace_entries(body: &[u8]) -> Vec<(String, String)> {
+    let decoded =
+        DynamicMessage::decode(desc(&format!("{WS}.ListNamespacesResponse")), body).unwrap();
+    decoded
+        .get_field_by_name("namespaces")
+        .unwrap()
+        .as_list()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let info = entry
+                .as_message()
+                .unwrap()
+                .get_field_by_name("namespace_info")
+                .unwrap();
+            let info = info.as_message().unwrap();
+            let text = |f: &str| {
+                info.get_field_by_name(f)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            (text("name"), text("id"))
+        })
+        .collect()
+}
+
+#[test]
+fn list_namespaces_shows_each_client_side_name_once() {
+    let rewriter = orders();
+    let name = format!("{WS}.ListNamespacesResponse");
+    // The upstream has `orders` too, which no client of the listener can reach.
+    let body = Bytes::from(
+        list_namespaces(&[
+            ("orders", "id-orders"),
+            ("default", "id-default"),
+            ("orders-prod", "id-orders-prod"),
+        ])
+        .encode_to_vec(),
+    );
+    let out = edit(&rewriter, LIST_NAMESPACES, Direction::ToClient, &body, None).unwrap();
+    assert_eq!(
+        namespace_entries(&out),
+        [
+            ("default".to_owned(), "id-default".to_owned()),
+            ("orders".to_owned(), "id-orders-prod".to_owned()),
+        ]
+    );
+    let decoded = DynamicMessage::decode(desc(&name), out.clone()).unwrap();
+    assert!(decoded == reference_edit(&rewriter, &name, Direction::ToClient, &body, None));
+    assert_eq!(
+        decoded
+            .get_field_by_name("next_page_token")
+            .unwrap()
+            .as_bytes()
+            .unwrap()
+            .as_ref(),
+        b"page-2",
+        "the rest of the message is kept"
+    );
+    // Kept entries are copied verbatim: the kept `default` entry's bytes are in the output.
+    let default = namespace_entry("default", "id-default");
+    let default = default.as_message().unwrap().encode_to_vec();
+    assert!(out.windows(default.len()).any(|w| w == default.as_slice()));
+
+    // Nothing to hide: the very same bytes.
+    let body = Bytes::from(list_namespaces(&[("default", "id-default")]).encode_to_vec());
+    let out = edit(&rewriter, LIST_NAMESPACES, Direction::ToClient, &body, None).unwrap();
+    assert_eq!(out.as_ptr(), body.as_ptr());
+
+    // Exposed: both entries come back named `orders`, as before.
+    let body = Bytes::from(
+        list_namespaces(&[("orders", "id-orders"), ("orders-prod", "id-orders-prod")])
+            .encode_to_vec(),
+    );
+    let out = edit(
+        &orders_exposed(),
+        LIST_NAMESPACES,
+        Direction::ToClient,
+        &body,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        namespace_entries(&out),
+        [
+            ("orders".to_owned(), "id-orders".to_owned()),
+            ("orders".to_owned(), "id-orders-prod".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_hidden_namespace_outside_a_list_is_kept() {
+    // Only list elements can be left out; elsewhere (a describe by ID, a history event naming the
+    // colliding namespace) the upstream's answer stays as it is.
+    let rewriter = orders();
+    let entry = namespace_entry("orders", "id-orders");
+    let body = Bytes::from(entry.as_message().unwrap().encode_to_vec());
+    let out = edit(
+        &rewriter,
+        DESCRIBE_NAMESPACE,
+        Direction::ToClient,
+        &body,
+        None,
+    )
+    .unwrap();
+    assert_eq!(out.as_ptr(), body.as_ptr());
+}
+
+fn attribute_types(pairs: &[(&str, i32)]) -> Value {
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(name, ty)| (MapKey::String(name.to_string()), Value::EnumNumber(*ty)))
+            .collect(),
+    )
+}
+
+/// The keys of the map `field` of `message`, sorted.
+fn map_keys(message: &DynamicMessage, field: &str) -> Vec<String> {
+    let mut keys: Vec<String> = message
+        .get_field_by_name(field)
+        .unwrap()
+        .as_map()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn search_attribute_lists_show_each_client_side_name_once() {
+    let rewriter = orders();
+    // ListSearchAttributes: the upstream also has a `CustomerId` (an Int, say) besides the mapped
+    // `OrderCustomer` (a Keyword); the client sees one CustomerId, the mapped one.
+    let name = "temporal.api.operatorservice.v1.ListSearchAttributesResponse";
+    let mut response = DynamicMessage::new(desc(name));
+    response.set_field_by_name(
+        "custom_attributes",
+        attribute_types(&[("OrderCustomer", 2), ("CustomerId", 3), ("Other", 1)]),
+    );
+    response.set_field_by_name("system_attributes", attribute_types(&[("WorkflowId", 2)]));
+    let body = Bytes::from(response.encode_to_vec());
+    let out = edit(
+        &rewriter,
+        LIST_ATTRIBUTES,
+        Direction::ToClient,
+        &body,
+        Some("orders"),
+    )
+    .unwrap();
+    let decoded = DynamicMessage::decode(desc(name), out).unwrap();
+    assert_eq!(
+        map_keys(&decoded, "custom_attributes"),
+        ["CustomerId", "Other"]
+    );
+    let customer = decoded.get_field_by_name("custom_attributes").unwrap();
+    assert_eq!(
+        customer.as_map().unwrap()[&MapKey::String("CustomerId".into())],
+        Value::EnumNumber(2),
+        "the mapped attribute's type"
+    );
+    assert_eq!(map_keys(&decoded, "system_attributes"), ["WorkflowId"]);
+    assert!(decoded == reference_edit(&rewriter, name, Direction::ToClient, &body, Some("orders")));
+
+    // A workflow's attributes: a colliding upstream `CustomerId` would otherwise be a second key
+    // of the same name (and decoders keep whichever comes last).
+    let name = format!("{WS}.DescribeWorkflowExecutionResponse");
+    let mut info = DynamicMessage::new(desc("temporal.api.workflow.v1.WorkflowExecutionInfo"));
+    info.set_field_by_name(
+        "search_attributes",
+        search_attributes(&["OrderCustomer", "CustomerId", "Other"]),
+    );
+    let mut response = DynamicMessage::new(desc(&name));
+    response.set_field_by_name("workflow_execution_info", Value::Message(info));
+    let body = Bytes::from(response.encode_to_vec());
+    let out = edit(
+        &rewriter,
+        DESCRIBE_WORKFLOW,
+        Direction::ToClient,
+        &body,
+        Some("orders"),
+    )
+    .unwrap();
+    let decoded = DynamicMessage::decode(desc(&name), out).unwrap();
+    assert!(
+        decoded == reference_edit(&rewriter, &name, Direction::ToClient, &body, Some("orders"))
+    );
+    let info = decoded
+        .get_field_by_name("workflow_execution_info")
+        .unwrap();
+    let attributes = info
+        .as_message()
+        .unwrap()
+        .get_field_by_name("search_attributes")
+        .unwrap();
+    let attributes = attributes.as_message().unwrap();
+    assert_eq!(
+        map_keys(attributes, "indexed_fields"),
+        ["CustomerId", "Other"]
+    );
+    assert_eq!(
+        attributes
+            .get_field_by_name("indexed_fields")
+            .unwrap()
+            .as_map()
+            .unwrap()[&MapKey::String("CustomerId".into())],
+        payload("\"OrderCustomer-value\""),
+        "the value of the mapped attribute"
+    );
+
+    // DescribeNamespace's alias map: field → alias; the colliding alias is left out.
+    let name = format!("{WS}.DescribeNamespaceResponse");
+    let mut config = DynamicMessage::new(desc("temporal.api.namespace.v1.NamespaceConfig"));
+    config.set_field_by_name(
+        "custom_search_attribute_aliases",
+        Value::Map(
+            [
+                ("Keyword01", "OrderCustomer"),
+                ("Int01", "CustomerId"),
+                ("Text01", "Other"),
+            ]
+            .iter()
+            .map(|(k, v)| (MapKey::String(k.to_string()), Value::String(v.to_string())))
+            .collect(),
+        ),
+    );
+    let mut response = DynamicMessage::new(desc(&name));
+    response.set_field_by_name("config", Value::Message(config));
+    let body = Bytes::from(response.encode_to_vec());
+    let out = edit(
+        &rewriter,
+        DESCRIBE_NAMESPACE,
+        Direction::ToClient,
+        &body,
+        Some("orders"),
+    )
+    .unwrap();
+    let decoded = DynamicMessage::decode(desc(&name), out).unwrap();
+    assert!(
+        decoded == reference_edit(&rewriter, &name, Direction::ToClient, &body, Some("orders"))
+    );
+    let config = decoded.get_field_by_name("config").unwrap();
+    let aliases = config
+        .as_message()
+        .unwrap()
+        .get_field_by_name("custom_search_attribute_aliases")
+        .unwrap();
+    let mut aliases: Vec<(String, String)> = aliases
+        .as_map()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    aliases.sort();
+    assert_eq!(
+        aliases,
+        [
+            ("Keyword01".to_owned(), "CustomerId".to_owned()),
+            ("Text01".to_owned(), "Other".to_owned())
+        ]
+    );
+
+    // Exposed: the colliding attribute stays.
+    let out = edit(
+        &orders_exposed(),
+        DESCRIBE_NAMESPACE,
+        Direction::ToClient,
+        &body,
+        Some("orders"),
+    )
+    .unwrap();
+    let decoded = DynamicMessage::decode(desc(&name), out).unwrap();
+    let config = decoded.get_field_by_name("config").unwrap();
+    let aliases = config
+        .as_message()
+        .unwrap()
+        .get_field_by_name("custom_search_attribute_aliases")
+        .unwrap();
+    assert_eq!(aliases.as_map().unwrap().len(), 3);
+}
+
+#[test]
+fn get_search_attributes_keys_are_translated() {
+    let rewriter = orders();
+    let name = format!("{WS}.GetSearchAttributesResponse");
+    let mut response = DynamicMessage::new(desc(&name));
+    response.set_field_by_name(
+        "keys",
+        attribute_types(&[("OrderCustomer", 2), ("CustomerId", 3), ("WorkflowId", 2)]),
+    );
+    let body = Bytes::from(response.encode_to_vec());
+    let out = edit(
+        &rewriter,
+        "/temporal.api.workflowservice.v1.WorkflowService/GetSearchAttributes",
+        Direction::ToClient,
+        &body,
+        Some("orders"),
+    )
+    .unwrap();
+    let decoded = DynamicMessage::decode(desc(&name), out).unwrap();
+    assert_eq!(map_keys(&decoded, "keys"), ["CustomerId", "WorkflowId"]);
+    assert_eq!(
+        decoded.get_field_by_name("keys").unwrap().as_map().unwrap()
+            [&MapKey::String("CustomerId".into())],
+        Value::EnumNumber(2)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Random lists of namespaces and search attributes: the walker drops exactly what the oracle
+    /// drops, and a client never sees a name twice or an upstream-side name that is mapped.
+    #[test]
+    fn hidden_names_never_reach_clients(
+        namespaces in prop::collection::vec(
+            prop::sample::select(vec!["orders", "orders-prod", "billing", "billing-eu", "default"]), 0..8),
+        attributes in prop::collection::btree_set(
+            prop::sample::select(vec!["CustomerId", "OrderCustomer", "Other", "Z"]), 0..4),
+    ) {
+        let rewriter = rewriter(&config(
+            &[("orders", "orders-prod"), ("billing", "billing-eu")],
+            &[("orders", &[("CustomerId", "OrderCustomer")])],
+            false,
+        ));
+        let mut unique = namespaces.clone();
+        unique.sort();
+        unique.dedup();
+        let entries: Vec<(&str, String)> = unique.iter().map(|n| (*n, format!("id-{n}"))).collect();
+        let entries: Vec<(&str, &str)> = entries.iter().map(|(n, id)| (*n, id.as_str())).collect();
+        let name = format!("{WS}.ListNamespacesResponse");
+        let body = Bytes::from(list_namespaces(&entries).encode_to_vec());
+        let out = edit(&rewriter, LIST_NAMESPACES, Direction::ToClient, &body, None).unwrap();
+        let decoded = DynamicMessage::decode(desc(&name), out.clone()).unwrap();
+        prop_assert!(decoded == reference_edit(&rewriter, &name, Direction::ToClient, &body, None));
+        let seen = namespace_entries(&out);
+        let mut names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        prop_assert_eq!(before, names.len(), "a namespace twice: {:?}", seen);
+        prop_assert!(!names.iter().any(|n| *n == "orders-prod" || *n == "billing-eu"));
+        for (client, upstream) in [("orders", "orders-prod"), ("billing", "billing-eu")] {
+            // A client-side name shows the mapped namespace, if the upstream has it.
+            let shown = seen.iter().find(|(n, _)| n == client).map(|(_, id)| id.clone());
+            let expected = unique.contains(&upstream).then(|| format!("id-{upstream}"));
+            prop_assert_eq!(shown, expected);
+        }
+
+        let attributes: Vec<&str> = attributes.into_iter().collect();
+        let name = format!("{WS}.DescribeWorkflowExecutionResponse");
+        let mut info = DynamicMessage::new(desc("temporal.api.workflow.v1.WorkflowExecutionInfo"));
+        info.set_field_by_name("search_attributes", search_attributes(&attributes));
+        let mut response = DynamicMessage::new(desc(&name));
+        response.set_field_by_name("workflow_execution_info", Value::Message(info));
+        let body = Bytes::from(response.encode_to_vec());
+        let out = edit(&rewriter, DESCRIBE_WORKFLOW, Direction::ToClient, &body, Some("orders")).unwrap();
+        let decoded = DynamicMessage::decode(desc(&name), out.clone()).unwrap();
+        prop_assert!(decoded == reference_edit(&rewriter, &name, Direction::ToClient, &body, Some("orders")));
+        // On the wire (where duplicates would survive): each key at most once, none upstream-side.
+        // A map entry's key is its field 1: tag 0x0a, then the length.
+        let key = |name: &str| [&[0x0a, name.len() as u8][..], name.as_bytes()].concat();
+        let count = |name: &str| out.windows(name.len() + 2).filter(|w| *w == key(name).as_slice()).count();
+        let mapped = attributes.contains(&"OrderCustomer");
+        prop_assert_eq!(count("CustomerId"), usize::from(mapped));
+        prop_assert_eq!(count("OrderCustomer"), 0);
+        prop_assert_eq!(count("Other"), usize::from(attributes.contains(&"Other")));
+    }
 }

@@ -1,7 +1,8 @@
 //! Translation through the running proxy, against an in-process backend with canned replies: request
 //! bodies and the `temporal-namespace` header in upstream names, responses and error details
 //! (`grpc-message`, `grpc-status-details-bin`) in client names, gzip messages, refusals with a clear
-//! status (malformed message, unsupported encoding) and the rewrite metrics.
+//! status (malformed message, unsupported encoding), the rewrite metrics, and the consistent view:
+//! upstream-side names refused as unknown, colliding upstream names left out of lists.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/backend.rs"]
@@ -37,6 +38,11 @@ fn desc(name: &str) -> MessageDescriptor {
 }
 
 async fn proxy(backend: &Backend) -> Running {
+    proxy_with(backend, "").await
+}
+
+/// The translating proxy with `extra` added to its `[listener.translate]`.
+async fn proxy_with(backend: &Backend, extra: &str) -> Running {
     let text = format!(
         r#"
         [log]
@@ -54,6 +60,7 @@ async fn proxy(backend: &Backend) -> Running {
         namespaces = {{ "orders" = "orders-prod" }}
         search_attributes = {{ "orders" = {{ "CustomerId" = "OrderCustomer" }} }}
         repair_utf8 = true
+        {extra}
         "#,
         backend.addr
     );
@@ -582,4 +589,223 @@ async fn invalid_queries_in_bulk_write_a_bounded_number_of_plain_log_lines() {
         "every line written or counted:\n{log}"
     );
     assert!(log.contains("SIGTERM received"), "{log}");
+}
+
+fn namespace_entry(name: &str, id: &str) -> Value {
+    let mut info = DynamicMessage::new(desc("temporal.api.namespace.v1.NamespaceInfo"));
+    info.set_field_by_name("name", Value::String(name.into()));
+    info.set_field_by_name("id", Value::String(id.into()));
+    let mut entry = DynamicMessage::new(desc(&format!("{WS}.DescribeNamespaceResponse")));
+    entry.set_field_by_name("namespace_info", Value::Message(info));
+    Value::Message(entry)
+}
+
+/// The backend's ListNamespaces: the mapped `orders-prod` and an unrelated upstream `orders`.
+fn reply_list_namespaces(backend: &Backend) {
+    let mut list = DynamicMessage::new(desc(&format!("{WS}.ListNamespacesResponse")));
+    list.set_field_by_name(
+        "namespaces",
+        Value::List(vec![
+            namespace_entry("orders", "id-orders"),
+            namespace_entry("orders-prod", "id-orders-prod"),
+        ]),
+    );
+    let reply = Reply {
+        messages: vec![frame(&list.encode_to_vec())],
+        trailers: ok(),
+        ..Reply::default()
+    };
+    backend.reply("ListNamespaces", reply);
+}
+
+/// (name, id) of every namespace a ListNamespaces reply lists.
+fn listed(reply: &client::Reply) -> Vec<(String, String)> {
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    let list = decode(&format!("{WS}.ListNamespacesResponse"), &reply.messages[0]);
+    list.get_field_by_name("namespaces")
+        .unwrap()
+        .as_list()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let info = entry
+                .as_message()
+                .unwrap()
+                .get_field_by_name("namespace_info")
+                .unwrap();
+            let info = info.as_message().unwrap();
+            let text = |f: &str| {
+                info.get_field_by_name(f)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            (text("name"), text("id"))
+        })
+        .collect()
+}
+
+async fn list_namespaces(client: &h2::client::SendRequest<Bytes>) -> client::Reply {
+    let request = DynamicMessage::new(desc(&format!("{WS}.ListNamespacesRequest")));
+    unary(
+        client,
+        grpc_request(&format!("{SERVICE}/ListNamespaces")),
+        &request.encode_to_vec(),
+    )
+    .await
+    .unwrap()
+}
+
+fn describe_namespace(namespace: &str, header: bool) -> (http::Request<()>, Vec<u8>) {
+    let mut request = grpc_request(&format!("{SERVICE}/DescribeNamespace"));
+    if header {
+        request.headers_mut().insert(
+            "temporal-namespace",
+            HeaderValue::from_str(namespace).unwrap(),
+        );
+    }
+    let mut body = DynamicMessage::new(desc(&format!("{WS}.DescribeNamespaceRequest")));
+    body.set_field_by_name("namespace", Value::String(namespace.into()));
+    (request, body.encode_to_vec())
+}
+
+#[tokio::test]
+async fn a_request_naming_the_upstream_side_namespace_is_answered_not_found() {
+    let mut backend = Backend::start().await;
+    let proxy = proxy(&backend).await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+
+    // In the header (as SDKs and the CLI send it): refused before the upstream is involved.
+    let (request, body) = describe_namespace("orders-prod", true);
+    let reply = unary(&client, request, &body).await.unwrap();
+    assert_eq!(reply.status(), 5, "{}", reply.message());
+    assert_eq!(reply.message(), "Namespace orders-prod is not found.");
+    assert!(reply.trailers_only);
+
+    // In the body only: the message is refused, never forwarded.
+    let (request, body) = describe_namespace("orders-prod", false);
+    let reply = unary(&client, request, &body).await.unwrap();
+    assert_eq!(reply.status(), 5, "{}", reply.message());
+    assert_eq!(reply.message(), "Namespace orders-prod is not found.");
+    assert_eq!(backend.next_started().await, "DescribeNamespace");
+    assert!(backend
+        .observed
+        .bodies
+        .lock()
+        .unwrap()
+        .get("DescribeNamespace")
+        .is_none());
+    // Only the body-only call reached the backend at all (its headers go first).
+    assert!(backend.started.try_recv().is_err());
+
+    // The upstream-side search attribute, in the query of a client-side namespace.
+    let mut request = grpc_request(&format!("{SERVICE}/ListWorkflowExecutions"));
+    request
+        .headers_mut()
+        .insert("temporal-namespace", HeaderValue::from_static("orders"));
+    let mut body = DynamicMessage::new(desc(&format!("{WS}.ListWorkflowExecutionsRequest")));
+    body.set_field_by_name("namespace", Value::String("orders".into()));
+    body.set_field_by_name("query", Value::String("OrderCustomer = 'c-1'".into()));
+    let reply = unary(&client, request, &body.encode_to_vec())
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 3, "{}", reply.message());
+    assert_eq!(
+        reply.message(),
+        "invalid query: invalid search attribute: OrderCustomer"
+    );
+    assert!(backend
+        .observed
+        .bodies
+        .lock()
+        .unwrap()
+        .get("ListWorkflowExecutions")
+        .is_none());
+
+    // And in a request's attribute map.
+    let mut request = DynamicMessage::new(desc(&format!("{WS}.StartWorkflowExecutionRequest")));
+    request.set_field_by_name("namespace", Value::String("orders".into()));
+    let mut attributes = DynamicMessage::new(desc("temporal.api.common.v1.SearchAttributes"));
+    attributes.set_field_by_name(
+        "indexed_fields",
+        Value::Map(
+            [(
+                MapKey::String("OrderCustomer".into()),
+                Value::Message(DynamicMessage::new(desc("temporal.api.common.v1.Payload"))),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+    );
+    request.set_field_by_name("search_attributes", Value::Message(attributes));
+    let reply = unary(
+        &client,
+        grpc_request(&format!("{SERVICE}/StartWorkflowExecution")),
+        &request.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 3, "{}", reply.message());
+    assert_eq!(
+        reply.message(),
+        "Namespace orders has no mapping defined for search attribute OrderCustomer"
+    );
+
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn list_namespaces_shows_the_mapped_namespace_once_under_its_client_side_name() {
+    let backend = Backend::start().await;
+    reply_list_namespaces(&backend);
+    let proxy = proxy(&backend).await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+    let reply = list_namespaces(&client).await;
+    assert_eq!(
+        listed(&reply),
+        [("orders".to_owned(), "id-orders-prod".to_owned())]
+    );
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn with_upstream_names_exposed_both_names_reach_the_upstream_namespace() {
+    let backend = Backend::start().await;
+    reply_list_namespaces(&backend);
+    let mut described = DynamicMessage::new(desc(&format!("{WS}.DescribeNamespaceResponse")));
+    let mut info = DynamicMessage::new(desc("temporal.api.namespace.v1.NamespaceInfo"));
+    info.set_field_by_name("name", Value::String("orders-prod".into()));
+    described.set_field_by_name("namespace_info", Value::Message(info));
+    let reply = Reply {
+        messages: vec![frame(&described.encode_to_vec())],
+        trailers: ok(),
+        ..Reply::default()
+    };
+    backend.reply("DescribeNamespace", reply);
+    let proxy = proxy_with(&backend, "expose_upstream_names = true").await;
+    let client = connect(proxy.listener_addr("translating").unwrap()).await;
+
+    let (request, body) = describe_namespace("orders-prod", true);
+    let reply = unary(&client, request, &body).await.unwrap();
+    assert_eq!(reply.status(), 0, "{}", reply.message());
+    let headers = backend.observed.headers.lock().unwrap()["DescribeNamespace"].clone();
+    assert_eq!(headers["temporal-namespace"], "orders-prod");
+    let seen = backend.observed.bodies.lock().unwrap()["DescribeNamespace"][0].clone();
+    let seen = decode(&format!("{WS}.DescribeNamespaceRequest"), &seen);
+    assert_eq!(
+        seen.get_field_by_name("namespace").unwrap().as_str(),
+        Some("orders-prod")
+    );
+
+    // The old view: the upstream's own `orders` shows under the same name as the mapped one.
+    let reply = list_namespaces(&client).await;
+    assert_eq!(
+        listed(&reply),
+        [
+            ("orders".to_owned(), "id-orders".to_owned()),
+            ("orders".to_owned(), "id-orders-prod".to_owned())
+        ]
+    );
+    assert!(proxy.shutdown().await);
 }

@@ -1,12 +1,14 @@
 //! Fuzzes the descriptor-guided walker (`strait::rewrite`) with arbitrary bytes read as real Temporal
 //! message types (the request and response types of every method with edit targets; the first input
-//! byte picks the type, the rest is the message). Checks:
+//! byte picks the type, the rest is the message), each way: as a request and as a response. Checks:
 //! - no panic, whatever the bytes;
 //! - an identity mapping never changes a byte;
 //! - when prost-reflect can decode the input and the walker accepts it (the walker may refuse more:
 //!   malformed groups, which proto3 never writes, and untranslatable queries), the walker's output
 //!   decodes and — for types without history blobs, whose re-encoding the oracle would reorder —
-//!   equals the same edit done on a `DynamicMessage` (`strait::rewrite::reference`).
+//!   equals the same edit done on a `DynamicMessage` (`strait::rewrite::reference`), including
+//!   the refusal of upstream-side names in requests and the dropping of list elements and map
+//!   entries that name hidden names in responses.
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run rewrite_walker` (from the repo root).
 #![no_main]
@@ -42,6 +44,8 @@ fn setup() -> &'static Setup {
             namespaces: map(ns),
             search_attributes: [("a".to_string(), map(sa))].into_iter().collect(),
             repair_utf8: false,
+            // The default: `bb`/`LL` refused in requests, `a`/`K` hidden in responses.
+            expose_upstream_names: None,
         };
         let mut cache = PlanCache::default();
         let forward = Rewriter::new(&config(&[("a", "bb")], &[("K", "LL")]), &pool, &mut cache).expect("rewriter");
@@ -95,30 +99,38 @@ fn reaches_blob(pool: &DescriptorPool, name: &str) -> bool {
 fuzz_target!(|data: &[u8]| {
     let setup = setup();
     let Some((&selector, body)) = data.split_first() else { return };
-    let (name, id, identity_id, blobs) = &setup.types[selector as usize % setup.types.len()];
+    let (name, _, _, blobs) = &setup.types[selector as usize % setup.types.len()];
     let body = Bytes::copy_from_slice(body);
+    for direction in [Direction::ToUpstream, Direction::ToClient] {
+        check(setup, name, *blobs, direction, &body);
+    }
+});
 
+fn check(setup: &Setup, name: &str, blobs: bool, direction: Direction, body: &Bytes) {
     // Identity: the same bytes, or an error — never a changed message.
-    let identity_plan = setup.identity.plan(Direction::ToUpstream);
-    let editor = setup.identity.editor(Direction::ToUpstream, Some("a"));
-    if let Ok(out) = walker::edit_message(identity_plan, *identity_id, &body, &editor, &mut EditStats::default()) {
-        assert_eq!(out, body, "identity mapping changed {name}");
+    let identity_plan = setup.identity.plan(direction);
+    let editor = setup.identity.editor(direction, Some("a"));
+    if let Some(identity_id) = identity_plan.message_id(name) {
+        if let Ok(out) = walker::edit_message(identity_plan, identity_id, body, &editor, &mut EditStats::default()) {
+            assert_eq!(&out, body, "identity mapping changed {name}");
+        }
     }
 
-    let plan = setup.forward.plan(Direction::ToUpstream);
-    let editor = setup.forward.editor(Direction::ToUpstream, Some("a"));
-    let walked = walker::edit_message(plan, *id, &body, &editor, &mut EditStats::default());
+    let plan = setup.forward.plan(direction);
+    let Some(id) = plan.message_id(name) else { return };
+    let editor = setup.forward.editor(direction, Some("a"));
+    let walked = walker::edit_message(plan, id, body, &editor, &mut EditStats::default());
     let Some(descriptor) = setup.pool.get_message_by_name(name) else { return };
     let Ok(_) = DynamicMessage::decode(descriptor.clone(), body.clone()) else { return };
     // The walker may be stricter than prost (stray or malformed groups, which proto3 never writes):
     // refusing is safe, so only its accepted outputs are checked.
     let Ok(out) = walked else { return };
     let decoded = DynamicMessage::decode(descriptor, out).expect("walker output must decode");
-    if *blobs {
+    if blobs {
         return;
     }
     let targets = Targets { namespaces: true, search_attributes: true, utf8: false };
-    let Ok(expected) = reference::edit_bytes(&setup.pool, name, &body, targets, &editor, &mut EditStats::default()) else {
+    let Ok(expected) = reference::edit_bytes(&setup.pool, name, body, targets, &editor, &mut EditStats::default()) else {
         return;
     };
     // Compare canonical forms: an explicitly encoded default (e.g. an empty bytes field) is kept by the
@@ -130,5 +142,5 @@ fuzz_target!(|data: &[u8]| {
     let (ours, theirs) = (canonical(&decoded), canonical(&expected));
     // NaN floats never compare equal: then the canonical encodings (same bits) must be.
     let same = ours == theirs || ours.encode_to_vec() == theirs.encode_to_vec();
-    assert!(same, "walker and oracle disagree on {name}");
-});
+    assert!(same, "walker and oracle disagree on {name} ({direction:?})");
+}

@@ -5,7 +5,8 @@
 //! back the input exactly; `Ok(None)` means no name the translator asked about is mapped; renaming
 //! every (undotted) name it asked about round-trips as well, so each name is rewritten in place and
 //! reads back as the same token; and on text with no quotes, comments, dots, variables or signs the
-//! result equals a naive word-by-word replacement.
+//! result equals a naive word-by-word replacement. With a lookup that refuses some names, the query
+//! fails naming the first refused name asked about, and is translated as before when it has none.
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run visibility_query fuzz/seeds/visibility_query` (from the
 //! repo root; add `-- -max_total_time=N`), or `scripts/fuzz.sh`, which starts from a copy of the seeds.
@@ -15,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use strait::rewrite::query::{translate_query, QueryError};
+use strait::rewrite::query::{translate_query, translate_query_with, Lookup, QueryError};
 
 /// CustomerId ↔ OrderCustomer, Alpha → Beta → Gamma → Alpha, `Custom Attr` ↔ `Other Attr`.
 const PAIRS: &[(&str, &str)] = &[
@@ -87,6 +88,24 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         Ok(_) => assert_eq!(unmapped, Ok(None), "the empty map changed something"),
+    }
+
+    // Refusals: with a lookup that refuses some names, the first refused name asked about fails
+    // the query; with none of them in it, the translation is the same as without refusals.
+    let refuses = |name: &str| name.starts_with('R') || name.contains(' ');
+    let refusing = translate_query_with(text, &|name| {
+        if refuses(name) {
+            Lookup::Refuse
+        } else {
+            forward(name).map_or(Lookup::Keep, Lookup::Rename)
+        }
+    });
+    match asked.iter().find(|n| refuses(n)) {
+        Some(first) => assert!(
+            matches!(&refusing, Err(QueryError::Refused { name, .. }) if name == first),
+            "expected {first:?} refused, got {refusing:?}"
+        ),
+        None => assert_eq!(refusing, result, "a lookup refusing nothing here changed the result"),
     }
 
     match &result {

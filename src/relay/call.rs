@@ -27,7 +27,7 @@ use crate::grpc::status::{Code, Status};
 use crate::grpc::timeout;
 use crate::metrics::RelayErrorKind;
 use crate::rewrite::compression::{CompressionError, Encoding};
-use crate::rewrite::walker::{EditError, EditStats};
+use crate::rewrite::walker::{EditError, EditStats, Unknown};
 use crate::rewrite::{status_details, Direction, MessageEditor, RewriteError, Rewriter};
 use crate::telemetry::warn_limited;
 
@@ -279,6 +279,21 @@ async fn relay(
             crate::metrics::acl_denied(&ctx.name, DenialKind::Namespace);
             ctx.metrics.relay_error(RelayErrorKind::PermissionDenied);
             let status = Status::new(Code::PermissionDenied, err.to_string());
+            client.fail(&status);
+            return status.code;
+        }
+    }
+
+    // An upstream-side namespace name this listener's clients cannot see is answered as unknown,
+    // before any upstream is involved (the body's names are refused by the rewriter likewise).
+    if let Some(rewriter) = &ctx.rewriter {
+        let header = parts.headers.get("temporal-namespace");
+        if let Some(unknown) = header
+            .and_then(|v| v.to_str().ok())
+            .and_then(|name| rewriter.refused_namespace(name))
+        {
+            debug!(%unknown, "request names a hidden upstream namespace");
+            let status = Status::new(Code::NotFound, unknown.to_string());
             client.fail(&status);
             return status.code;
         }
@@ -679,6 +694,20 @@ fn fail_call(
                 FrameError::TooLarge { .. } => RelayErrorKind::MessageTooLarge,
                 _ => RelayErrorKind::MalformedFrame,
             });
+            client.fail(&status);
+            status.code
+        }
+        // A name the client cannot see: answered as the upstream answers a name it does not know.
+        CallError::Rewrite(_, RewriteError::Edit(EditError::Unknown(unknown))) => {
+            upstream_send.send_reset(Reason::CANCEL);
+            let code = match unknown {
+                Unknown::Namespace(_) => Code::NotFound,
+                Unknown::SearchAttribute { .. } | Unknown::QueryAttribute(_) => {
+                    Code::InvalidArgument
+                }
+            };
+            debug!(%unknown, "request names a hidden upstream name");
+            let status = Status::new(code, unknown.to_string());
             client.fail(&status);
             status.code
         }

@@ -7,14 +7,18 @@
 //!   `temporal.api.namespace.v1.NamespaceInfo.name`. Namespace IDs (`namespace_id`, …) are never edited.
 //! - **Search-attribute names**: keys of maps named `indexed_fields` (`SearchAttributes`) or whose name
 //!   contains `search_attributes`, keys of the search-attribute type maps `custom_attributes` /
-//!   `system_attributes`, the values of `custom_search_attribute_aliases`, and repeated string fields
-//!   named `search_attributes`.
+//!   `system_attributes` and of WorkflowService's `GetSearchAttributesResponse.keys`, the values of
+//!   `custom_search_attribute_aliases`, and repeated string fields named `search_attributes`.
 //! - **Visibility queries**: string fields named `query` or ending in `_query`; search-attribute names
 //!   inside are translated by [`super::query`].
 //! - **History blobs**: `temporal.api.common.v1.DataBlob` fields that carry serialized history events
 //!   ([`HISTORY_BLOB_FIELDS`]); when the blob's encoding is proto3 its data is walked as a
 //!   `temporal.api.history.v1.History`.
 //! - **UTF-8 repair** (when enabled): every other string field.
+//! - **Hidden elements**: list elements dropped from a response when they name something the
+//!   listener's clients cannot see ([`Action::Element`], [`Action::Item`]): map entries keyed or
+//!   valued by a search attribute, elements of repeated search-attribute strings, and entries of
+//!   lists of [`HIDING_ELEMENTS`] (by their namespace name).
 //!
 //! Fields whose names mention a namespace or search attribute but are deliberately left alone are
 //! listed with the reason in [`LEFT_ALONE`]; a test fails on any field that is in neither list.
@@ -23,6 +27,9 @@ use std::collections::HashMap;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
+/// WorkflowService's (deprecated) list of search attributes, keyed by name in a map named `keys`.
+const GET_SEARCH_ATTRIBUTES_RESPONSE: &str =
+    "temporal.api.workflowservice.v1.GetSearchAttributesResponse";
 pub const DATA_BLOB: &str = "temporal.api.common.v1.DataBlob";
 pub const HISTORY: &str = "temporal.api.history.v1.History";
 
@@ -37,6 +44,11 @@ pub const HISTORY_BLOB_FIELDS: &[&str] = &[
     "raw_history",
     "history_batch",
 ];
+
+/// Element types of repeated fields that are dropped from responses when the namespace they
+/// describe is hidden from the listener's clients (`ListNamespaces` entries).
+pub(crate) const HIDING_ELEMENTS: &[&str] =
+    &["temporal.api.workflowservice.v1.DescribeNamespaceResponse"];
 
 /// Fields that mention a namespace or search attribute and are deliberately not edited.
 /// (message full name or `*` for any, field name, reason)
@@ -177,7 +189,13 @@ pub type MsgId = u32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Text(TextKind),
+    /// An element of a repeated string field (removed when hidden from clients).
+    Item(TextKind),
     Message(MsgId),
+    /// An element of a list or map that is dropped when a value of the given kind inside it is
+    /// hidden from clients: map entries keyed or valued by a search attribute, and the namespaces
+    /// of [`HIDING_ELEMENTS`].
+    Element(MsgId, TextKind),
     /// A `DataBlob` whose proto3 data is a `History` (the id is History's plan).
     HistoryBlob(MsgId),
 }
@@ -309,14 +327,21 @@ impl Plan {
             let id = ids[message.full_name()];
             for field in message.fields() {
                 let action = if let Some(kind) = builder.text_kind(message, &field) {
-                    Some(Action::Text(kind))
+                    Some(if field.is_list() {
+                        Action::Item(kind)
+                    } else {
+                        Action::Text(kind)
+                    })
                 } else if let Some(child) = child_message(&field) {
                     if child.full_name() == DATA_BLOB && HISTORY_BLOB_FIELDS.contains(&field.name())
                     {
                         history.map(Action::HistoryBlob)
                     } else {
-                        ids.get(child.full_name())
-                            .map(|child| Action::Message(*child))
+                        let hidden_by = builder.hidden_by(&field, &child);
+                        ids.get(child.full_name()).map(|id| match hidden_by {
+                            Some(kind) => Action::Element(*id, kind),
+                            None => Action::Message(*id),
+                        })
                     }
                 } else {
                     None
@@ -367,6 +392,22 @@ impl Builder<'_> {
                 .any(|field| self.text_kind(message, &field).is_some())
     }
 
+    /// What hides an element of the message field `field` (of type `child`) from clients: a search
+    /// attribute for a map keyed or valued by one, a namespace for [`HIDING_ELEMENTS`].
+    fn hidden_by(&self, field: &FieldDescriptor, child: &MessageDescriptor) -> Option<TextKind> {
+        if !field.is_list() && !field.is_map() {
+            return None;
+        }
+        if child.is_map_entry() {
+            return child
+                .fields()
+                .any(|f| self.text_kind(child, &f) == Some(TextKind::SearchAttribute))
+                .then_some(TextKind::SearchAttribute);
+        }
+        (self.targets.namespaces && HIDING_ELEMENTS.contains(&child.full_name()))
+            .then_some(TextKind::Namespace)
+    }
+
     /// The text kind of a string field, if this plan edits it.
     fn text_kind(&self, message: &MessageDescriptor, field: &FieldDescriptor) -> Option<TextKind> {
         if !matches!(field.kind(), Kind::String) {
@@ -396,7 +437,9 @@ pub fn classify_string(message: &MessageDescriptor, field: &FieldDescriptor) -> 
             let key_is_attribute = map_name == "indexed_fields"
                 || map_name.contains("search_attributes")
                 || map_name == "custom_attributes"
-                || map_name == "system_attributes";
+                || map_name == "system_attributes"
+                || (map_name == "keys"
+                    && map_field.parent_message().full_name() == GET_SEARCH_ATTRIBUTES_RESPONSE);
             if name == "key" && key_is_attribute {
                 return TextKind::SearchAttribute;
             }
@@ -528,6 +571,140 @@ pub fn classify(pool: &DescriptorPool) -> Classification {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    fn all_targets() -> (DescriptorPool, Plan) {
+        let pool = crate::descriptor_set::embedded().unwrap();
+        let targets = Targets {
+            namespaces: true,
+            search_attributes: true,
+            utf8: false,
+        };
+        let plan = Plan::compile(&pool, targets);
+        (pool, plan)
+    }
+
+    /// Every (message, field) with a text action reachable from `root` through message actions.
+    fn reachable_texts(plan: &Plan, root: MsgId) -> Vec<(String, u32, Action)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![root];
+        let mut texts = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let message = plan.message(id);
+            let actions = message
+                .by_number
+                .iter()
+                .enumerate()
+                .filter_map(|(n, a)| a.map(|a| (n as u32, a)))
+                .chain(message.sparse.iter().copied());
+            for (number, action) in actions {
+                match action {
+                    Action::Text(_) | Action::Item(_) => {
+                        texts.push((message.name.clone(), number, action))
+                    }
+                    Action::Message(child)
+                    | Action::Element(child, _)
+                    | Action::HistoryBlob(child) => stack.push(child),
+                }
+            }
+        }
+        texts
+    }
+
+    #[test]
+    fn a_namespace_entry_is_hidden_by_its_own_name_only() {
+        // A ListNamespaces entry is dropped when a namespace inside it is hidden: that must be the
+        // entry's own name, never some other namespace it mentions.
+        let (_, plan) = all_targets();
+        let list = plan
+            .message_id("temporal.api.workflowservice.v1.ListNamespacesResponse")
+            .unwrap();
+        let entry = plan.message_id(HIDING_ELEMENTS[0]).unwrap();
+        assert_eq!(
+            plan.message(list).action(1),
+            Some(Action::Element(entry, TextKind::Namespace))
+        );
+        let namespaces: Vec<_> = reachable_texts(&plan, entry)
+            .into_iter()
+            .filter(|(_, _, a)| {
+                matches!(
+                    a,
+                    Action::Text(TextKind::Namespace) | Action::Item(TextKind::Namespace)
+                )
+            })
+            .collect();
+        assert_eq!(
+            namespaces,
+            [(
+                "temporal.api.namespace.v1.NamespaceInfo".to_owned(),
+                1,
+                Action::Text(TextKind::Namespace)
+            )]
+        );
+    }
+
+    #[test]
+    fn every_search_attribute_name_can_be_dropped() {
+        // A hidden search-attribute name is dropped with its list element or map entry, so each one
+        // must be an `Item` or a key/value directly inside an `Element` entry.
+        let (pool, plan) = all_targets();
+        let mut entries = std::collections::HashSet::new();
+        for message in pool.all_messages() {
+            let Some(id) = plan.message_id(message.full_name()) else {
+                continue;
+            };
+            for field in message.fields() {
+                if let Some(Action::Element(child, TextKind::SearchAttribute)) =
+                    plan.message(id).action(field.number())
+                {
+                    entries.insert(child);
+                }
+            }
+        }
+        let mut checked = 0;
+        for message in pool.all_messages() {
+            let Some(id) = plan.message_id(message.full_name()) else {
+                continue;
+            };
+            for field in message.fields() {
+                match plan.message(id).action(field.number()) {
+                    Some(Action::Text(TextKind::SearchAttribute)) => {
+                        assert!(
+                            entries.contains(&id),
+                            "{}.{} cannot be dropped",
+                            message.full_name(),
+                            field.name()
+                        );
+                        checked += 1;
+                    }
+                    Some(Action::Item(TextKind::SearchAttribute)) => checked += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(checked > 10, "{checked}");
+    }
+
+    #[test]
+    fn get_search_attributes_keys_are_search_attribute_names() {
+        let (pool, plan) = all_targets();
+        let response = pool
+            .get_message_by_name(GET_SEARCH_ATTRIBUTES_RESPONSE)
+            .unwrap();
+        let keys = response.get_field_by_name("keys").unwrap();
+        let Kind::Message(entry) = keys.kind() else {
+            panic!("keys is a map");
+        };
+        let key = entry.get_field_by_name("key").unwrap();
+        assert_eq!(classify_string(&entry, &key), TextKind::SearchAttribute);
+        let id = plan.message_id(response.full_name()).unwrap();
+        assert!(matches!(
+            plan.message(id).action(keys.number()),
+            Some(Action::Element(_, TextKind::SearchAttribute))
+        ));
+    }
 
     #[test]
     fn every_field_naming_a_namespace_or_search_attribute_is_classified() {

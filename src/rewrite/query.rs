@@ -61,6 +61,18 @@ pub enum QueryError {
     BackquoteInIdentifier { offset: usize },
     #[error("search attribute name {name:?} cannot be written into the query at byte {offset}")]
     Unrepresentable { name: String, offset: usize },
+    /// The lookup refused a name (see [`Lookup::Refuse`]).
+    #[error("search attribute {name:?} at byte {offset} is not known here")]
+    Refused { name: String, offset: usize },
+}
+
+/// What to do with one name of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'m> {
+    Keep,
+    Rename(&'m str),
+    /// The query is refused ([`QueryError::Refused`]): the name is one its sender cannot use.
+    Refuse,
 }
 
 /// Translates every search-attribute identifier in `query` found in `names` (from → to). Returns
@@ -71,6 +83,18 @@ pub enum QueryError {
 pub fn translate_query<'m>(
     query: &str,
     names: &dyn Fn(&str) -> Option<&'m str>,
+) -> Result<Option<String>, QueryError> {
+    translate_query_with(query, &|name| {
+        names(name).map_or(Lookup::Keep, Lookup::Rename)
+    })
+}
+
+/// [`translate_query`] with a lookup that may also refuse a name: the first refused name (in
+/// query order) fails the translation, unless the lexer fails first (before the name, or on the
+/// token after it, read to see whether a dotted name goes on).
+pub fn translate_query_with<'m>(
+    query: &str,
+    names: &dyn Fn(&str) -> Lookup<'m>,
 ) -> Result<Option<String>, QueryError> {
     if query.len() > MAX_QUERY_LEN {
         return Err(QueryError::TooLong {
@@ -108,10 +132,17 @@ pub fn translate_query<'m>(
             None if first.kind == Kind::Bare && is_keyword(lexer.name(first)) => continue,
             None => lexer.name(first),
         };
-        let Some(to) = names(name) else { continue };
-        if to == name {
-            continue;
-        }
+        let to = match names(name) {
+            Lookup::Keep => continue,
+            Lookup::Rename(to) if to == name => continue,
+            Lookup::Rename(to) => to,
+            Lookup::Refuse => {
+                return Err(QueryError::Refused {
+                    name: name.to_owned(),
+                    offset: first.start,
+                })
+            }
+        };
         let backquoted = joined.is_none() && first.kind == Kind::Backquoted;
         let out = out.get_or_insert_with(|| String::with_capacity(query.len() + 16));
         // Token boundaries are ASCII bytes (or the ends), hence char boundaries.
@@ -785,6 +816,56 @@ mod tests {
         assert_eq!(translate_query(query, &|_| None), Ok(None));
     }
 
+    /// The forward map, refusing the names only its range has (`OrderCustomer`, `Zone`, …): how a
+    /// translating listener treats upstream-side names in its clients' queries.
+    fn refusing(name: &str) -> Lookup<'static> {
+        match forward(name) {
+            Some(to) => Lookup::Rename(to),
+            None if inverse(name).is_some() => Lookup::Refuse,
+            None => Lookup::Keep,
+        }
+    }
+
+    #[test]
+    fn refused_names_fail_the_query_with_the_first_one() {
+        let refused = |query: &str| translate_query_with(query, &refusing);
+        assert_eq!(
+            refused("CustomerId = 1 AND Zone = 2 AND OrderCustomer = 3"),
+            Err(QueryError::Refused {
+                name: "Zone".into(),
+                offset: 19
+            })
+        );
+        assert_eq!(
+            refused("`Other Attr` = 1"),
+            Err(QueryError::Refused {
+                name: "Other Attr".into(),
+                offset: 0
+            })
+        );
+        assert_eq!(
+            refused("MetaOwner = 1"),
+            Err(QueryError::Refused {
+                name: "MetaOwner".into(),
+                offset: 0
+            })
+        );
+        // Only names are judged: literals, comments and parts of qualified names are not names.
+        assert_eq!(
+            refused("Region = 'OrderCustomer' /* Zone */ AND Zone.x = 1 -- Zone"),
+            Ok(Some(
+                "Zone = 'OrderCustomer' /* Zone */ AND Zone.x = 1 -- Zone".into()
+            ))
+        );
+        // A swap refuses nothing: both names are client-side names.
+        assert_eq!(refused("Alpha = Beta"), Ok(Some("Beta = Alpha".into())));
+        // A syntax error before the refused name wins.
+        assert_eq!(
+            refused("x = 'open AND Zone = 1"),
+            Err(QueryError::UnterminatedString { offset: 4 })
+        );
+    }
+
     #[test]
     fn borrowed_map_closure() {
         let map: std::collections::HashMap<String, String> =
@@ -1067,6 +1148,26 @@ mod tests {
         #[test]
         fn empty_map_changes_nothing(g in query()) {
             prop_assert_eq!(translate_query(&g.query, &|_| None), Ok(None));
+        }
+
+        #[test]
+        fn refusal_is_decided_by_the_names_asked_about(g in query()) {
+            // Generated queries are well formed: refused exactly when one of their names is, and
+            // then for the first such name; otherwise the same translation as without refusals.
+            // Generated names come from the map's domain, so refuse some of those.
+            let lookup = |name: &str| match name {
+                "Region" | "Unmapped Thing" | "Status" => Lookup::Refuse,
+                _ => forward(name).map_or(Lookup::Keep, Lookup::Rename),
+            };
+            let first = g.names.iter().find(|n| lookup(n) == Lookup::Refuse);
+            let out = translate_query_with(&g.query, &lookup);
+            match first {
+                Some(name) => prop_assert!(
+                    matches!(&out, Err(QueryError::Refused { name: n, .. }) if n == name),
+                    "{:?}", out
+                ),
+                None => prop_assert_eq!(out, translate_query(&g.query, &forward)),
+            }
         }
 
         #[test]

@@ -5,8 +5,10 @@
 use prost::Message;
 use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage, Value};
 
-use super::plan::{classify_string, Targets, TextKind, DATA_BLOB, HISTORY, HISTORY_BLOB_FIELDS};
-use super::walker::{EditError, EditStats, TextEditor};
+use super::plan::{
+    classify_string, Targets, TextKind, DATA_BLOB, HIDING_ELEMENTS, HISTORY, HISTORY_BLOB_FIELDS,
+};
+use super::walker::{EditError, EditStats, TextEdit, TextEditor};
 
 const ENCODING_PROTO3: i32 = 1;
 
@@ -34,33 +36,114 @@ pub fn edit(
     editor: &dyn TextEditor,
     stats: &mut EditStats,
 ) -> Result<(), EditError> {
+    // Hidden names outside any element that could be dropped are kept, as by the walker.
+    edit_inner(message, targets, editor, stats).map(|_| ())
+}
+
+/// Kinds of hidden value found in a message and not yet consumed by an enclosing element that is
+/// dropped for them (the walker's `TextEdit::Hide`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hidden {
+    namespace: bool,
+    search_attribute: bool,
+}
+
+impl Hidden {
+    fn of(kind: TextKind) -> Hidden {
+        Hidden {
+            namespace: kind == TextKind::Namespace,
+            search_attribute: kind == TextKind::SearchAttribute,
+        }
+    }
+
+    fn add(&mut self, other: Hidden) {
+        self.namespace |= other.namespace;
+        self.search_attribute |= other.search_attribute;
+    }
+
+    /// Consumes the flag of `kind`: whether an element hidden by `kind` is dropped.
+    fn take(&mut self, kind: Option<TextKind>) -> bool {
+        match kind {
+            Some(TextKind::Namespace) => std::mem::take(&mut self.namespace),
+            Some(TextKind::SearchAttribute) => std::mem::take(&mut self.search_attribute),
+            _ => false,
+        }
+    }
+}
+
+/// What hides an element of a repeated or map field whose element type is `child` (the plan's
+/// rule, restated by reflection).
+fn hidden_by(
+    field: &prost_reflect::FieldDescriptor,
+    child: &prost_reflect::MessageDescriptor,
+    targets: Targets,
+) -> Option<TextKind> {
+    if !field.is_list() && !field.is_map() {
+        return None;
+    }
+    if child.is_map_entry() {
+        let attribute = child
+            .fields()
+            .any(|f| classify_string(child, &f) == TextKind::SearchAttribute);
+        return (targets.search_attributes && attribute).then_some(TextKind::SearchAttribute);
+    }
+    (targets.namespaces && HIDING_ELEMENTS.contains(&child.full_name()))
+        .then_some(TextKind::Namespace)
+}
+
+fn edit_inner(
+    message: &mut DynamicMessage,
+    targets: Targets,
+    editor: &dyn TextEditor,
+    stats: &mut EditStats,
+) -> Result<Hidden, EditError> {
     let descriptor = message.descriptor();
+    let mut hidden = Hidden::default();
     for field in descriptor.fields() {
         if !message.has_field(&field) {
             continue;
         }
         let history_blob = matches!(field.kind(), Kind::Message(ref m) if m.full_name() == DATA_BLOB)
             && HISTORY_BLOB_FIELDS.contains(&field.name());
+        let element_kind = match field.kind() {
+            Kind::Message(ref child) => hidden_by(&field, child, targets),
+            _ => None,
+        };
         let value = message.get_field_mut(&field);
         match value {
             Value::String(text) => {
                 let kind = classify_string(&descriptor, &field);
-                edit_text(text, kind, targets, editor, stats)?;
+                if edit_text(text, kind, targets, editor, stats)? {
+                    hidden.add(Hidden::of(kind));
+                }
             }
-            Value::Message(child) if history_blob => edit_blob(child, targets, editor, stats)?,
-            Value::Message(child) => edit(child, targets, editor, stats)?,
+            Value::Message(child) if history_blob => {
+                hidden.add(edit_blob(child, targets, editor, stats)?)
+            }
+            Value::Message(child) => hidden.add(edit_inner(child, targets, editor, stats)?),
             Value::List(items) => {
-                for item in items.iter_mut() {
-                    match item {
+                let old = std::mem::take(items);
+                for mut item in old {
+                    let keep = match &mut item {
+                        // A hidden element of a repeated string is dropped.
                         Value::String(text) => {
                             let kind = classify_string(&descriptor, &field);
-                            edit_text(text, kind, targets, editor, stats)?;
+                            !edit_text(text, kind, targets, editor, stats)?
                         }
-                        Value::Message(child) if history_blob => {
-                            edit_blob(child, targets, editor, stats)?
+                        Value::Message(child) => {
+                            let mut inner = if history_blob {
+                                edit_blob(child, targets, editor, stats)?
+                            } else {
+                                edit_inner(child, targets, editor, stats)?
+                            };
+                            let dropped = inner.take(element_kind);
+                            hidden.add(inner);
+                            !dropped
                         }
-                        Value::Message(child) => edit(child, targets, editor, stats)?,
-                        _ => {}
+                        _ => true,
+                    };
+                    if keep {
+                        items.push(item);
                     }
                 }
             }
@@ -76,46 +159,60 @@ pub fn edit(
                 let value_kind = classify_string(&entry, &value_field);
                 let old = std::mem::take(map);
                 for (key, mut value) in old {
+                    let mut inner = Hidden::default();
                     let key = match key {
                         MapKey::String(mut text) => {
-                            edit_text(&mut text, key_kind, targets, editor, stats)?;
+                            if edit_text(&mut text, key_kind, targets, editor, stats)? {
+                                inner.add(Hidden::of(key_kind));
+                            }
                             MapKey::String(text)
                         }
                         other => other,
                     };
-                    match &mut value {
-                        Value::String(text) => edit_text(text, value_kind, targets, editor, stats)?,
-                        Value::Message(child) => edit(child, targets, editor, stats)?,
-                        _ => {}
+                    let value_hidden = match &mut value {
+                        Value::String(text) => edit_text(text, value_kind, targets, editor, stats)?
+                            .then(|| Hidden::of(value_kind)),
+                        Value::Message(child) => Some(edit_inner(child, targets, editor, stats)?),
+                        _ => None,
+                    };
+                    inner.add(value_hidden.unwrap_or_default());
+                    let dropped = inner.take(element_kind);
+                    hidden.add(inner);
+                    if !dropped {
+                        map.insert(key, value);
                     }
-                    map.insert(key, value);
                 }
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(hidden)
 }
 
+/// Edits one string; returns whether the editor hid it.
 fn edit_text(
     text: &mut String,
     kind: TextKind,
     targets: Targets,
     editor: &dyn TextEditor,
     stats: &mut EditStats,
-) -> Result<(), EditError> {
+) -> Result<bool, EditError> {
     let wanted = match kind {
         TextKind::Namespace => targets.namespaces,
         TextKind::SearchAttribute | TextKind::Query => targets.search_attributes,
         TextKind::Plain => false,
     };
     if !wanted {
-        return Ok(());
+        return Ok(false);
     }
-    if let Some(new) = editor.edit(kind, text.as_bytes(), stats)? {
-        *text = String::from_utf8_lossy(&new).into_owned();
+    match editor.edit(kind, text.as_bytes(), stats)? {
+        TextEdit::Keep => Ok(false),
+        TextEdit::Replace(new) => {
+            *text = String::from_utf8_lossy(&new).into_owned();
+            Ok(false)
+        }
+        TextEdit::Hide => Ok(true),
     }
-    Ok(())
 }
 
 /// A history `DataBlob`: decode its data as a `History`, edit, re-encode.
@@ -124,28 +221,28 @@ fn edit_blob(
     targets: Targets,
     editor: &dyn TextEditor,
     stats: &mut EditStats,
-) -> Result<(), EditError> {
+) -> Result<Hidden, EditError> {
     let encoding = blob
         .get_field_by_number(1)
         .and_then(|v| v.as_enum_number())
         .unwrap_or(0);
     if encoding != ENCODING_PROTO3 {
-        return Ok(());
+        return Ok(Hidden::default());
     }
     let Some(data) = blob
         .get_field_by_number(2)
         .and_then(|v| v.as_bytes().cloned())
     else {
-        return Ok(());
+        return Ok(Hidden::default());
     };
     let pool = blob.descriptor().parent_pool().clone();
     let Some(history) = pool.get_message_by_name(HISTORY) else {
-        return Ok(());
+        return Ok(Hidden::default());
     };
     let Ok(mut history) = DynamicMessage::decode(history, data) else {
-        return Ok(());
+        return Ok(Hidden::default());
     };
-    edit(&mut history, targets, editor, stats)?;
+    let hidden = edit_inner(&mut history, targets, editor, stats)?;
     blob.set_field_by_number(2, Value::Bytes(history.encode_to_vec().into()));
-    Ok(())
+    Ok(hidden)
 }

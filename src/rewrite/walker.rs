@@ -1,6 +1,8 @@
 //! The walker: one pass over a message's wire bytes guided by the [`Plan`], collecting splices for the
 //! fields that change. Untouched fields are skipped by length; untargeted subtrees are never parsed;
 //! unknown fields stay as they are. A message with nothing to change comes back as the same `Bytes`.
+//! A list element that names something hidden from the listener's clients is dropped in the same
+//! pass: the splices made inside it are discarded for one that removes it.
 
 use bytes::Bytes;
 
@@ -32,6 +34,25 @@ pub enum EditError {
     TooDeep { message: String },
     #[error("visibility query cannot be translated: {0}")]
     Query(String),
+    /// A request names something this listener's clients cannot see (an upstream-side name that
+    /// is the target of a mapping): refused as the upstream refuses a name it does not know.
+    #[error("{0}")]
+    Unknown(Unknown),
+}
+
+/// A name refused in a request because, for this listener's clients, it does not exist. The texts
+/// are Temporal's own for a name it does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unknown {
+    /// Answered NOT_FOUND.
+    #[error("Namespace {0} is not found.")]
+    Namespace(String),
+    /// A search-attribute name in a request's attribute map or list; answered INVALID_ARGUMENT.
+    #[error("Namespace {namespace} has no mapping defined for search attribute {name}")]
+    SearchAttribute { namespace: String, name: String },
+    /// A search-attribute name in a visibility query; answered INVALID_ARGUMENT.
+    #[error("invalid query: invalid search attribute: {0}")]
+    QueryAttribute(String),
 }
 
 /// Counts of what an edit changed, for metrics.
@@ -52,14 +73,26 @@ impl EditStats {
     }
 }
 
-/// Decides the new value of one string field; `None` keeps it.
+/// What becomes of one string value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextEdit {
+    Keep,
+    Replace(Vec<u8>),
+    /// The value names something the listener's clients cannot see (a response's upstream name
+    /// that collides with a client-side name): the list element it identifies is dropped — an
+    /// element of a repeated string, a map entry keyed (or valued) by it, or, for a namespace, the
+    /// nearest enclosing [`Action::Element`] of namespace kind. Elsewhere the value is kept.
+    Hide,
+}
+
+/// Decides the new value of one string field.
 pub trait TextEditor {
     fn edit(
         &self,
         kind: TextKind,
         value: &[u8],
         stats: &mut EditStats,
-    ) -> Result<Option<Vec<u8>>, EditError>;
+    ) -> Result<TextEdit, EditError>;
 }
 
 /// Edits `body`, a message of type `message`; returns the same `Bytes` when nothing changes.
@@ -76,6 +109,7 @@ pub fn edit_message(
         editor,
         stats,
         splices: Vec::new(),
+        elements: Vec::new(),
     };
     walk.message(message, 0, body.len(), 0)?;
     Ok(wire::apply_bytes(body, walk.splices))
@@ -87,8 +121,12 @@ pub fn top_level_namespace(plan: &Plan, message: MsgId, body: &[u8]) -> Option<S
     let message_plan = plan.message(message);
     for field in Fields::new(body, 0, body.len()) {
         let field = field.ok()?;
+        let action = message_plan.action(field.number);
         if field.wire_type == WireType::Len
-            && message_plan.action(field.number) == Some(Action::Text(TextKind::Namespace))
+            && matches!(
+                action,
+                Some(Action::Text(TextKind::Namespace) | Action::Item(TextKind::Namespace))
+            )
         {
             return std::str::from_utf8(&body[field.value_start..field.end])
                 .ok()
@@ -104,6 +142,8 @@ struct Walk<'a> {
     editor: &'a dyn TextEditor,
     stats: &'a mut EditStats,
     splices: Vec<Splice>,
+    /// The elements being walked, innermost last: (what hides one, whether something did).
+    elements: Vec<(TextKind, bool)>,
 }
 
 impl Walk<'_> {
@@ -139,10 +179,14 @@ impl Walk<'_> {
                 });
             }
             delta += match action {
-                Action::Text(kind) => self.text(kind, &field)?,
+                Action::Text(kind) => self.text(kind, &field, false)?,
+                Action::Item(kind) => self.text(kind, &field, true)?,
                 Action::Message(child) => {
                     let inner = self.message(child, field.value_start, field.end, depth + 1)?;
                     self.resize(&field, inner)
+                }
+                Action::Element(child, hidden_by) => {
+                    self.element(child, hidden_by, &field, depth + 1)?
                 }
                 Action::HistoryBlob(history) => {
                     let inner = self.history_blob(history, &field, depth + 1)?;
@@ -153,17 +197,47 @@ impl Walk<'_> {
         Ok(delta)
     }
 
-    fn text(&mut self, kind: TextKind, field: &Field) -> Result<isize, EditError> {
+    /// A string field; `item` when it is an element of a repeated string (removed when hidden).
+    fn text(&mut self, kind: TextKind, field: &Field, item: bool) -> Result<isize, EditError> {
         let value = &self.buf[field.value_start..field.end];
-        match self.editor.edit(kind, value, self.stats)? {
-            Some(new) => {
-                let splice = Splice::len_value(field, &new);
-                let delta = splice.delta();
-                self.splices.push(splice);
-                Ok(delta)
+        let splice = match self.editor.edit(kind, value, self.stats)? {
+            TextEdit::Keep => return Ok(0),
+            TextEdit::Replace(new) => Splice::len_value(field, &new),
+            TextEdit::Hide if item => Splice::remove(field),
+            TextEdit::Hide => {
+                if let Some(element) = self.elements.iter_mut().rev().find(|(k, _)| *k == kind) {
+                    element.1 = true;
+                }
+                return Ok(0);
             }
-            None => Ok(0),
+        };
+        let delta = splice.delta();
+        self.splices.push(splice);
+        Ok(delta)
+    }
+
+    /// An element of a list or map: walked like any message, then dropped whole — the edits made
+    /// inside it discarded — when a value of kind `hidden_by` inside it was hidden.
+    fn element(
+        &mut self,
+        child: MsgId,
+        hidden_by: TextKind,
+        field: &Field,
+        depth: usize,
+    ) -> Result<isize, EditError> {
+        let mark = self.splices.len();
+        self.elements.push((hidden_by, false));
+        let inner = self.message(child, field.value_start, field.end, depth);
+        let hidden = self.elements.pop().is_some_and(|(_, hidden)| hidden);
+        let inner = inner?;
+        if !hidden {
+            return Ok(self.resize(field, inner));
         }
+        self.splices.truncate(mark);
+        let removal = Splice::remove(field);
+        let delta = removal.delta();
+        self.splices.push(removal);
+        Ok(delta)
     }
 
     /// A length-delimited field whose content changed size by `inner`: re-encode its length.
