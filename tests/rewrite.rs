@@ -1251,3 +1251,50 @@ proptest! {
         prop_assert_eq!(count("Other"), usize::from(attributes.contains(&"Other")));
     }
 }
+
+#[test]
+fn an_entry_with_a_repeated_key_is_judged_by_its_last_key() {
+    // A decoder keeps the last occurrence of a field, so the last key decides whether an entry
+    // is hidden (found by the rewrite_walker fuzz target).
+    let rewriter = orders();
+    let name = "temporal.api.operatorservice.v1.ListSearchAttributesResponse";
+    let field = desc(name).get_field_by_name("custom_attributes").unwrap();
+    let entry = |keys: &[&str]| {
+        let mut entry = Vec::new();
+        for key in keys {
+            entry.push(0x0a);
+            entry.push(key.len() as u8);
+            entry.extend_from_slice(key.as_bytes());
+        }
+        entry.extend_from_slice(&[0x10, 2]);
+        let mut body = vec![(field.number() << 3 | 2) as u8, entry.len() as u8];
+        body.extend_from_slice(&entry);
+        Bytes::from(body)
+    };
+    for (keys, expected) in [
+        (&["CustomerId", "Other"][..], vec!["Other"]),
+        (&["Other", "CustomerId"][..], vec![]),
+        (&["OrderCustomer", "CustomerId"][..], vec![]),
+        (&["CustomerId", "OrderCustomer"][..], vec!["CustomerId"]),
+    ] {
+        let body = entry(keys);
+        let out = edit(
+            &rewriter,
+            LIST_ATTRIBUTES,
+            Direction::ToClient,
+            &body,
+            Some("orders"),
+        )
+        .unwrap();
+        let decoded = DynamicMessage::decode(desc(name), out).unwrap();
+        assert_eq!(
+            map_keys(&decoded, "custom_attributes"),
+            expected,
+            "{keys:?}"
+        );
+        assert!(
+            decoded == reference_edit(&rewriter, name, Direction::ToClient, &body, Some("orders")),
+            "{keys:?}"
+        );
+    }
+}

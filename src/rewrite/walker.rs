@@ -81,7 +81,8 @@ pub enum TextEdit {
     /// The value names something the listener's clients cannot see (a response's upstream name
     /// that collides with a client-side name): the list element it identifies is dropped — an
     /// element of a repeated string, a map entry keyed (or valued) by it, or, for a namespace, the
-    /// nearest enclosing [`Action::Element`] of namespace kind. Elsewhere the value is kept.
+    /// nearest enclosing [`Action::Element`] of namespace kind (if a value occurs more than once
+    /// there, the last one decides). Elsewhere the value is kept.
     Hide,
 }
 
@@ -200,16 +201,19 @@ impl Walk<'_> {
     /// A string field; `item` when it is an element of a repeated string (removed when hidden).
     fn text(&mut self, kind: TextKind, field: &Field, item: bool) -> Result<isize, EditError> {
         let value = &self.buf[field.value_start..field.end];
-        let splice = match self.editor.edit(kind, value, self.stats)? {
+        let edit = self.editor.edit(kind, value, self.stats)?;
+        if !item {
+            // The element's last value of this kind decides, as the last occurrence of a field
+            // is the one a decoder keeps.
+            if let Some(element) = self.elements.iter_mut().rev().find(|(k, _)| *k == kind) {
+                element.1 = edit == TextEdit::Hide;
+            }
+        }
+        let splice = match edit {
             TextEdit::Keep => return Ok(0),
             TextEdit::Replace(new) => Splice::len_value(field, &new),
             TextEdit::Hide if item => Splice::remove(field),
-            TextEdit::Hide => {
-                if let Some(element) = self.elements.iter_mut().rev().find(|(k, _)| *k == kind) {
-                    element.1 = true;
-                }
-                return Ok(0);
-            }
+            TextEdit::Hide => return Ok(0),
         };
         let delta = splice.delta();
         self.splices.push(splice);
