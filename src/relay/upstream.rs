@@ -366,6 +366,10 @@ impl UpstreamPool {
     }
 }
 
+/// How long a stopping proxy keeps driving an upstream connection so that queued frames (resets of
+/// aborted calls, the GOAWAY) reach the upstream. It ends sooner once the connection has no streams.
+const STOP_FLUSH: Duration = Duration::from_millis(500);
+
 struct SlotDriver {
     upstream: Arc<str>,
     slot: Arc<Slot>,
@@ -480,7 +484,16 @@ impl SlotDriver {
                         Err(err) => err.to_string(),
                     };
                 }
-                _ = self.stop.cancelled() => return "proxy stopping".to_owned(),
+                _ = self.stop.cancelled() => {
+                    // Drop the pool's handle so that h2 can end the connection once its streams are
+                    // gone, and let it write what is queued (the CANCELs of aborted calls, then a
+                    // GOAWAY) rather than cutting the socket with frames unsent.
+                    self.slot.set(SlotState::Connecting {
+                        last_error: Some(Arc::from("proxy stopping")),
+                    });
+                    let _ = tokio::time::timeout(STOP_FLUSH, &mut connection).await;
+                    return "proxy stopping".to_owned();
+                }
                 () = self.slot.retired.notified() => {
                     if self.slot.is_ready(generation) {
                         continue; // meant for an earlier connection of this slot
@@ -489,9 +502,10 @@ impl SlotDriver {
                     let stop = self.stop.clone();
                     self.tracker.spawn(async move {
                         tokio::select! {
-                            _ = connection => {}
+                            _ = &mut connection => return,
                             _ = stop.cancelled() => {}
                         }
+                        let _ = tokio::time::timeout(STOP_FLUSH, connection).await;
                     });
                     return "it takes no new calls (GOAWAY); its calls finish in the background"
                         .to_owned();
