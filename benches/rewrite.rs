@@ -16,8 +16,8 @@
 //!   activities, timers, signals, markers). Target: walker ≥ 1/10 the speed of copying the same
 //!   bytes (`Vec::extend_from_slice`, `Bytes::copy_from_slice`).
 //!
-//! The walker runs exactly as the relay runs it per message: `MessageEditor::edit` with the response
-//! plan of a `Rewriter`. Before anything is timed, each case is checked once: the walker's output,
+//! The walker runs exactly as the relay runs it per message: `Rewriter::edit` with the response plan,
+//! as the pipeline's translation stage calls it. Before anything is timed, each case is checked once: the walker's output,
 //! decoded, equals the baseline's output, decoded (history blobs compared as decoded histories).
 //!
 //! Run: `cargo bench --bench rewrite` — criterion groups `a_history`, `b_replication`,
@@ -43,10 +43,10 @@ use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput};
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, ReflectMessage, Value};
 use strait::config::TranslateConfig;
-use strait::rewrite::compression::Encoding;
+use strait::rewrite::plan::MsgId;
 use strait::rewrite::plan::{Action, Targets, DATA_BLOB, HISTORY, HISTORY_BLOB_FIELDS};
 use strait::rewrite::walker::EditStats;
-use strait::rewrite::{reference, Direction, MessageEditor, PlanCache, Rewriter};
+use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
 
 use fixtures::{Builder, Content, Fixture};
 
@@ -69,11 +69,18 @@ const SIZES: [(usize, usize); 3] = [
     (20_000_000, 1_000_000),
 ];
 
+/// The response side of one method, as the pipeline's translation stage edits it.
+struct Editor {
+    rewriter: Arc<Rewriter>,
+    message: MsgId,
+    call_namespace: OnceLock<String>,
+}
+
 struct Case {
     key: &'static str,
     title: &'static str,
     fixture: Fixture,
-    editor: MessageEditor,
+    editor: Editor,
     /// The call's client-side namespace, as the relay knows it.
     namespace: Option<&'static str>,
     /// Compared with copying the bytes rather than with the baseline.
@@ -90,9 +97,15 @@ impl Case {
     /// The walker, as the relay runs it per message.
     fn walker(&self, stats: &mut EditStats) -> Bytes {
         self.editor
-            .edit(false, self.fixture.body.clone(), stats)
+            .rewriter
+            .edit(
+                Direction::ToClient,
+                self.editor.message,
+                &self.editor.call_namespace,
+                &self.fixture.body,
+                stats,
+            )
             .expect("walker edit")
-            .1
     }
 
     /// Decode into a `DynamicMessage`, edit with the same rules, re-encode.
@@ -147,16 +160,13 @@ fn cases(pool: &DescriptorPool, full: bool) -> Vec<Case> {
     let editor = |path: &str, namespace: Option<&str>| {
         let (_, response) = rewriter.method(path);
         let message = response.unwrap_or_else(|| panic!("no response plan for {path}"));
-        let call_namespace = Arc::new(OnceLock::new());
+        let call_namespace = OnceLock::new();
         if let Some(ns) = namespace {
             call_namespace.set(ns.to_owned()).unwrap();
         }
-        MessageEditor {
+        Editor {
             rewriter: Arc::clone(&rewriter),
-            direction: Direction::ToClient,
             message,
-            encoding: Encoding::Identity,
-            limit: u32::MAX,
             call_namespace,
         }
     };
@@ -509,7 +519,7 @@ fn report(
     let _ = writeln!(
         md,
         "MB/s = 10^6 bytes of input message per second, best of the runs (median in parentheses). \
-         Walker: `MessageEditor::edit`, as the relay runs it per message. Baseline: \
+         Walker: `Rewriter::edit`, as the translation stage runs it per message. Baseline: \
          `reference::edit_bytes` — decode into a `DynamicMessage`, edit with the same rules, re-encode. \
          Both edit the same bytes with the same translation (`orders-prod` → `orders`, \
          `OrderCustomer` → `CustomerId`), and their outputs were checked equal (decoded) before timing.\n"

@@ -26,6 +26,7 @@ use crate::access::scope::ScopePlan;
 use crate::config::{ClusterConnectionConfig, RemoteSideConfig, TranslateConfig, UpstreamConfig};
 use crate::grpc::method::MethodLabeler;
 use crate::metrics::ListenerMetrics;
+use crate::pipeline::{MethodTable, Pipeline};
 use crate::relay::server::{serve_listener, serve_streams, Lifecycle};
 use crate::relay::upstream::{Dialer, UpstreamPool};
 use crate::relay::ListenerContext;
@@ -342,11 +343,11 @@ pub async fn start_link(
         upstream: Arc::clone(&remote_pool),
         limits: config.limits.clone(),
         metrics: ListenerMetrics::new(&format!("{name}-local")),
-        labeler: Arc::clone(link.labeler),
-        rewriter: rewriter(&config.translate, link),
-        methods: local_methods,
-        namespaces: outbound_namespaces,
-        field_override: None,
+        methods: MethodTable::new(
+            Arc::clone(link.labeler),
+            &Pipeline::new(outbound_namespaces, rewriter(&config.translate, link), None),
+            local_methods,
+        ),
         gather_budget: Arc::clone(link.gather_budget),
         limits_key: "cluster_connection.limits",
     });
@@ -355,11 +356,15 @@ pub async fn start_link(
         upstream: Arc::clone(&local_pool),
         limits: config.limits.clone(),
         metrics: ListenerMetrics::new(&format!("{name}-remote")),
-        labeler: Arc::clone(link.labeler),
-        rewriter: rewriter(&inverse(&config.translate), link),
-        methods,
-        namespaces: inbound_namespaces,
-        field_override,
+        methods: MethodTable::new(
+            Arc::clone(link.labeler),
+            &Pipeline::new(
+                inbound_namespaces,
+                rewriter(&inverse(&config.translate), link),
+                field_override,
+            ),
+            methods,
+        ),
         gather_budget: Arc::clone(link.gather_budget),
         limits_key: "cluster_connection.limits",
     });

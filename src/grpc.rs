@@ -1,6 +1,8 @@
-//! gRPC on top of HTTP/2: message framing (`frame`), status codes and trailers (`status`), the
-//! `grpc-timeout` header (`timeout`) and method paths (`method`).
+//! gRPC on top of HTTP/2: message framing (`frame`), per-message compression (`compression`),
+//! status codes and trailers (`status`), the `grpc-timeout` header (`timeout`) and method paths
+//! (`method`).
 
+pub mod compression;
 pub mod frame;
 pub mod method;
 pub mod status;

@@ -33,6 +33,7 @@ pub mod config;
 pub mod descriptor_set;
 pub mod grpc;
 pub mod metrics;
+pub mod pipeline;
 pub mod reflection;
 pub mod relay;
 pub mod rewrite;
@@ -53,6 +54,7 @@ use tracing::{info, warn};
 use crate::admin::{GatedUpstream, Readiness};
 use crate::config::Config;
 use crate::grpc::method::MethodLabeler;
+use crate::pipeline::{MethodTable, Pipeline};
 use crate::relay::server::{serve_listener, Lifecycle};
 use crate::relay::upstream::UpstreamPool;
 use crate::relay::ListenerContext;
@@ -325,11 +327,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             upstream: Arc::clone(pool),
             limits: listener_config.limits.clone(),
             metrics: metrics::ListenerMetrics::new(&listener_config.name),
-            labeler: Arc::clone(&labeler),
-            rewriter: rewriters.remove(listener_config.name.as_str()).flatten(),
-            methods: None,
-            namespaces: None,
-            field_override: None,
+            methods: MethodTable::new(
+                Arc::clone(&labeler),
+                &Pipeline::new(
+                    None,
+                    rewriters.remove(listener_config.name.as_str()).flatten(),
+                    None,
+                ),
+                None,
+            ),
             gather_budget: Arc::clone(&gather_budget),
             limits_key: "listener.limits",
         });

@@ -13,24 +13,18 @@ pub mod watch;
 use std::sync::Arc;
 
 use crate::config::ListenerLimits;
-use crate::grpc::method::MethodLabeler;
 use crate::metrics::ListenerMetrics;
+use crate::pipeline::MethodTable;
 
-/// What every call on one listener needs: limits, the upstream pool and metric handles.
+/// What every call on one listener needs: limits, the upstream pool, metric handles and the method
+/// table (admission and the message pipeline's stages).
 pub struct ListenerContext {
     pub name: Arc<str>,
     pub upstream: Arc<upstream::UpstreamPool>,
     pub limits: ListenerLimits,
     pub metrics: ListenerMetrics,
-    pub labeler: Arc<MethodLabeler>,
-    /// Name translation and UTF-8 repair; `None` relays every message untouched.
-    pub rewriter: Option<Arc<crate::rewrite::Rewriter>>,
-    /// Methods allowed through (cluster connections); `None` allows every method.
-    pub methods: Option<Arc<crate::access::MethodPolicy>>,
-    /// Namespaces allowed through (cluster connections); `None` allows every namespace.
-    pub namespaces: Option<Arc<crate::access::namespaces::NamespaceAcl>>,
-    /// A request field set to a fixed value (the advertised address in `AddOrUpdateRemoteCluster`).
-    pub field_override: Option<crate::rewrite::FieldOverride>,
+    /// Each method's entry: policy, metric handles and stages; one lookup per call.
+    pub methods: MethodTable,
     /// The process-wide budget for messages held whole to be edited (`[limits] gather_bytes`),
     /// shared by every listener of one proxy.
     pub gather_budget: Arc<gather::Budget>,

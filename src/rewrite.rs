@@ -10,9 +10,7 @@
 //! - `query`: search-attribute names inside visibility queries.
 //! - `status_details`: namespaces and search attributes inside `grpc-status-details-bin` and
 //!   `grpc-message`.
-//! - `compression`: gzip messages inflated for editing and deflated again.
 
-pub mod compression;
 pub mod plan;
 pub mod query;
 pub mod reference;
@@ -26,7 +24,6 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use prost_reflect::DescriptorPool;
 
-use self::compression::{CompressionError, Encoding};
 use self::plan::{MsgId, Plan, Targets, TextKind};
 use self::walker::{EditError, EditStats, TextEdit, TextEditor, Unknown};
 use crate::config::TranslateConfig;
@@ -386,76 +383,25 @@ impl FieldOverride {
     }
 }
 
-/// Why a message could not be edited; decides the status the call fails with.
-#[derive(Debug, thiserror::Error)]
-pub enum RewriteError {
-    #[error("{0}")]
-    Edit(#[from] EditError),
-    #[error("{0}")]
-    Compression(#[from] CompressionError),
-}
-
-/// Everything one direction of one call needs to edit its messages.
-pub struct MessageEditor {
-    pub rewriter: Arc<Rewriter>,
-    pub direction: Direction,
-    pub message: MsgId,
-    pub encoding: Encoding,
-    pub limit: u32,
-    /// The call's client-side namespace, shared by both directions; set from the request's header
-    /// or first message.
-    pub call_namespace: Arc<OnceLock<String>>,
-}
-
-impl MessageEditor {
-    /// Edits one message body; returns (compressed flag, body), the input itself when unchanged.
+impl Rewriter {
+    /// Edits one uncompressed message of type `message` going `direction`; the same `Bytes` when
+    /// nothing changes. The first request message naming a namespace sets `call_namespace` (which
+    /// search-attribute map applies) if the headers did not.
     pub fn edit(
         &self,
-        compressed: bool,
-        body: Bytes,
-        stats: &mut EditStats,
-    ) -> Result<(bool, Bytes), RewriteError> {
-        let plan = self.rewriter.plan(self.direction);
-        if !compressed {
-            let edited = self.edit_plain(plan, &body, stats)?;
-            return Ok((false, edited));
-        }
-        match &self.encoding {
-            Encoding::Gzip => {
-                let plain = Bytes::from(compression::gunzip(&body, self.limit)?);
-                let edited = self.edit_plain(plan, &plain, stats)?;
-                if edited.as_ptr() == plain.as_ptr() && edited.len() == plain.len() {
-                    Ok((true, body))
-                } else {
-                    Ok((true, Bytes::from(compression::gzip(&edited)?)))
-                }
-            }
-            Encoding::Identity => Err(CompressionError::MissingEncoding.into()),
-            Encoding::Other(name) => Err(CompressionError::Unsupported(name.clone()).into()),
-        }
-    }
-
-    fn edit_plain(
-        &self,
-        plan: &Plan,
+        direction: Direction,
+        message: MsgId,
+        call_namespace: &OnceLock<String>,
         body: &Bytes,
         stats: &mut EditStats,
-    ) -> Result<Bytes, RewriteError> {
-        if self.direction == Direction::ToUpstream && self.call_namespace.get().is_none() {
-            if let Some(ns) = walker::top_level_namespace(plan, self.message, body) {
-                let _ = self.call_namespace.set(ns);
+    ) -> Result<Bytes, EditError> {
+        let plan = self.plan(direction);
+        if direction == Direction::ToUpstream && call_namespace.get().is_none() {
+            if let Some(ns) = walker::top_level_namespace(plan, message, body) {
+                let _ = call_namespace.set(ns);
             }
         }
-        let editor = self.rewriter.editor(
-            self.direction,
-            self.call_namespace.get().map(String::as_str),
-        );
-        Ok(walker::edit_message(
-            plan,
-            self.message,
-            body,
-            &editor,
-            stats,
-        )?)
+        let editor = self.editor(direction, call_namespace.get().map(String::as_str));
+        walker::edit_message(plan, message, body, &editor, stats)
     }
 }

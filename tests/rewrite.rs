@@ -12,10 +12,12 @@ use proptest::prelude::*;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, Value};
 use strait::config::TranslateConfig;
-use strait::rewrite::compression::{self, Encoding};
+use strait::grpc::compression::{self, Encoding};
+use strait::grpc::method::MethodLabeler;
+use strait::pipeline::{CallState, Flow, FlowError, MethodTable, Pipeline};
 use strait::rewrite::plan::Targets;
 use strait::rewrite::walker::{EditError, EditStats, Unknown};
-use strait::rewrite::{reference, Direction, MessageEditor, PlanCache, RewriteError, Rewriter};
+use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
 
 const WS: &str = "temporal.api.workflowservice.v1";
 
@@ -63,7 +65,7 @@ fn edit(
     direction: Direction,
     body: &Bytes,
     namespace: Option<&str>,
-) -> Result<Bytes, RewriteError> {
+) -> Result<Bytes, EditError> {
     let (request, response) = rewriter.method(path);
     let message = match direction {
         Direction::ToUpstream => request,
@@ -72,21 +74,17 @@ fn edit(
     let Some(message) = message else {
         return Ok(body.clone());
     };
-    let call_namespace = Arc::new(OnceLock::new());
+    let call_namespace = OnceLock::new();
     if let Some(ns) = namespace {
         call_namespace.set(ns.to_owned()).unwrap();
     }
-    let editor = MessageEditor {
-        rewriter: Arc::clone(rewriter),
+    rewriter.edit(
         direction,
         message,
-        encoding: Encoding::Gzip,
-        limit: 64 * 1024 * 1024,
-        call_namespace,
-    };
-    editor
-        .edit(false, body.clone(), &mut EditStats::default())
-        .map(|(_, b)| b)
+        &call_namespace,
+        body,
+        &mut EditStats::default(),
+    )
 }
 
 /// The oracle: the same edit on a decoded `DynamicMessage`.
@@ -557,18 +555,30 @@ fn gzip_messages_are_inflated_edited_and_deflated() {
     let rewriter = orders();
     let body = start_request("orders", &["CustomerId"]).encode_to_vec();
     let packed = Bytes::from(compression::gzip(&body).unwrap());
-    let (message, _) = rewriter.method(START);
-    let editor = MessageEditor {
-        rewriter: Arc::clone(&rewriter),
-        direction: Direction::ToUpstream,
-        message: message.unwrap(),
-        encoding: Encoding::Gzip,
-        limit: 1 << 20,
-        call_namespace: Arc::new(OnceLock::new()),
-    };
-    let (compressed, out) = editor
-        .edit(true, packed, &mut EditStats::default())
+    // Through the message pipeline, as the relay runs it: inflated once, edited, deflated once.
+    let services = pool().services().map(|service| {
+        let methods: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+        (service.full_name().to_owned(), methods)
+    });
+    let table = MethodTable::new(
+        Arc::new(MethodLabeler::new(services)),
+        &Pipeline::new(None, Some(Arc::clone(&rewriter)), None),
+        None,
+    );
+    let method = table.get(START);
+    let call = Arc::new(CallState::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
         .unwrap();
+    let mut flow = Flow::new(
+        &method,
+        Direction::ToUpstream,
+        &call,
+        Encoding::Gzip,
+        1 << 20,
+    )
+    .unwrap();
+    let (compressed, out) = runtime.block_on(flow.process(true, packed)).unwrap();
     assert!(compressed);
     let plain = compression::gunzip(&out, 1 << 20).unwrap();
     let decoded = DynamicMessage::decode(
@@ -580,15 +590,39 @@ fn gzip_messages_are_inflated_edited_and_deflated() {
         decoded.get_field_by_name("namespace").unwrap().as_str(),
         Some("orders-prod")
     );
+    assert_eq!(flow.stats.namespaces, 1);
 
-    let other = MessageEditor {
-        encoding: Encoding::Other("snappy".into()),
-        ..editor
-    };
-    let err = other
-        .edit(true, Bytes::from_static(b"x"), &mut EditStats::default())
+    // Nothing to change: the compressed message itself goes on, not a recompressed copy.
+    let unchanged =
+        Bytes::from(compression::gzip(&start_request("billing", &[]).encode_to_vec()).unwrap());
+    let (_, out) = runtime
+        .block_on(flow.process(true, unchanged.clone()))
+        .unwrap();
+    assert_eq!(out.as_ptr(), unchanged.as_ptr());
+
+    let mut other = Flow::new(
+        &method,
+        Direction::ToUpstream,
+        &call,
+        Encoding::Other("snappy".into()),
+        1 << 20,
+    )
+    .unwrap();
+    let err = runtime
+        .block_on(other.process(true, Bytes::from_static(b"x")))
         .unwrap_err();
+    assert!(matches!(err, FlowError::Compression(_)), "{err}");
     assert!(err.to_string().contains("snappy"), "{err}");
+    // A method no stage reads has no flow: its messages are streamed.
+    let health = table.get("/grpc.health.v1.Health/Check");
+    assert!(Flow::new(
+        &health,
+        Direction::ToUpstream,
+        &call,
+        Encoding::Gzip,
+        1 << 20
+    )
+    .is_none());
 }
 
 /// Takes the histories out of `raw_history` blobs (leaving the data empty) for comparison.
@@ -718,9 +752,9 @@ fn orders_exposed() -> Arc<Rewriter> {
     rewriter(&config)
 }
 
-fn unknown(result: Result<Bytes, RewriteError>) -> Unknown {
+fn unknown(result: Result<Bytes, EditError>) -> Unknown {
     match result {
-        Err(RewriteError::Edit(EditError::Unknown(unknown))) => unknown,
+        Err(EditError::Unknown(unknown)) => unknown,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

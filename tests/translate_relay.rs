@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, Value};
 use strait::config::Config;
-use strait::rewrite::compression;
+use strait::grpc::compression;
 use strait::rewrite::status_details::{base64_decode, base64_encode};
 use strait::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -20,8 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::resolver::{NamespaceResolver, ResolveError};
-use super::scope::{ElementKind, NamespaceRef, ScopePlan};
-use crate::rewrite::compression::{self, CompressionError, Encoding};
+use super::scope::{ElementKind, MethodScope, NamespaceRef, ScopePlan};
 use crate::rewrite::walker::EditError;
 
 /// How the names in a message relate to the local cluster's names.
@@ -42,8 +41,6 @@ pub enum AccessError {
     Unresolved(#[from] ResolveError),
     #[error("{0}")]
     Malformed(#[from] EditError),
-    #[error("{0}")]
-    Compression(#[from] CompressionError),
 }
 
 /// The namespaces a cluster connection lets through, and how to see names as local names.
@@ -109,22 +106,6 @@ pub struct NamespaceAcl {
     response_names: NameSide,
 }
 
-/// One direction of one call.
-pub struct MessageGuard {
-    acl: Arc<NamespaceAcl>,
-    mode: GuardMode,
-    encoding: Encoding,
-    limit: u32,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum GuardMode {
-    /// Requests: every named namespace must be allowed.
-    Check(u32),
-    /// Responses: denied elements are dropped.
-    Filter(u32),
-}
-
 impl NamespaceAcl {
     pub fn new(
         listener: Arc<str>,
@@ -152,6 +133,7 @@ impl NamespaceAcl {
         if name.is_empty() || self.policy.allows(name, self.request_names) {
             return Ok(());
         }
+        crate::metrics::acl_denied(&self.listener, DenialKind::Namespace);
         Err(self.denied(name, self.request_names))
     }
 
@@ -168,28 +150,9 @@ impl NamespaceAcl {
         }
     }
 
-    /// The guards of a call by `:path`: (request, response); `None` where there is nothing to read.
-    pub fn guards(
-        self: &Arc<Self>,
-        path: &str,
-        request_encoding: Encoding,
-        limit: u32,
-    ) -> (Option<MessageGuard>, Option<MessageGuardFactory>) {
-        let Some(scope) = self.scope.method(path) else {
-            return (None, None);
-        };
-        let request = scope.request.map(|id| MessageGuard {
-            acl: Arc::clone(self),
-            mode: GuardMode::Check(id),
-            encoding: request_encoding,
-            limit,
-        });
-        let response = scope.response.map(|id| MessageGuardFactory {
-            acl: Arc::clone(self),
-            id,
-            limit,
-        });
-        (request, response)
+    /// The scope-plan ids of a method's request and response types, where they name namespaces.
+    pub fn method_scope(&self, path: &str) -> Option<MethodScope> {
+        self.scope.method(path)
     }
 
     /// Whether every reference is allowed; the first denied one is the error.
@@ -222,89 +185,50 @@ impl NamespaceAcl {
     }
 }
 
-/// Makes the response guard once the response's `grpc-encoding` is known.
-pub struct MessageGuardFactory {
-    acl: Arc<NamespaceAcl>,
-    id: u32,
-    limit: u32,
-}
-
-impl MessageGuardFactory {
-    pub fn guard(self, encoding: Encoding) -> MessageGuard {
-        MessageGuard {
-            acl: self.acl,
-            mode: GuardMode::Filter(self.id),
-            encoding,
-            limit: self.limit,
+impl NamespaceAcl {
+    /// Checks a request message (of scope type `id`, uncompressed): every namespace it names must
+    /// be allowed.
+    pub async fn check_request(&self, id: u32, body: &[u8]) -> Result<(), AccessError> {
+        let refs = self.scope.references(id, body)?;
+        if let Err(err) = self.judge(&refs, self.request_names).await {
+            if matches!(err, AccessError::Denied { .. }) {
+                crate::metrics::acl_denied(&self.listener, DenialKind::Namespace);
+            }
+            return Err(err);
         }
+        Ok(())
     }
-}
 
-impl MessageGuard {
-    /// Checks (requests) or filters (responses) one message; returns the message to forward, the
-    /// same `Bytes` when nothing was dropped.
-    pub async fn apply(&self, compressed: bool, body: Bytes) -> Result<Bytes, AccessError> {
-        let plain = if compressed {
-            match &self.encoding {
-                Encoding::Gzip => Bytes::from(compression::gunzip(&body, self.limit)?),
-                Encoding::Identity => return Err(CompressionError::MissingEncoding.into()),
-                Encoding::Other(name) => {
-                    return Err(CompressionError::Unsupported(name.clone()).into())
+    /// Filters a response message (of scope type `id`, uncompressed): the elements of namespaces
+    /// not allowed are dropped; the same `Bytes` when none is.
+    pub async fn filter_response(&self, id: u32, body: Bytes) -> Result<Bytes, AccessError> {
+        let elements = self.scope.elements(id, &body)?;
+        let mut removed = HashSet::new();
+        for element in &elements {
+            // A name decides; only an element named by ID alone costs a lookup.
+            let names: Vec<NamespaceRef> = element
+                .owner
+                .iter()
+                .filter(|r| matches!(r, NamespaceRef::Name(_)))
+                .cloned()
+                .collect();
+            let owner = if names.is_empty() {
+                &element.owner
+            } else {
+                &names
+            };
+            match self.judge(owner, self.response_names).await {
+                Ok(()) => {}
+                Err(AccessError::Denied { .. }) => {
+                    crate::metrics::acl_denied(&self.listener, DenialKind::Element(element.kind));
+                    removed.insert(element.start);
                 }
-            }
-        } else {
-            body.clone()
-        };
-        let acl = &self.acl;
-        match self.mode {
-            GuardMode::Check(id) => {
-                let refs = acl.scope.references(id, &plain)?;
-                if let Err(err) = acl.judge(&refs, acl.request_names).await {
-                    if matches!(err, AccessError::Denied { .. }) {
-                        crate::metrics::acl_denied(&acl.listener, DenialKind::Namespace);
-                    }
-                    return Err(err);
-                }
-                Ok(body)
-            }
-            GuardMode::Filter(id) => {
-                let elements = acl.scope.elements(id, &plain)?;
-                let mut removed = HashSet::new();
-                for element in &elements {
-                    // A name decides; only an element named by ID alone costs a lookup.
-                    let names: Vec<NamespaceRef> = element
-                        .owner
-                        .iter()
-                        .filter(|r| matches!(r, NamespaceRef::Name(_)))
-                        .cloned()
-                        .collect();
-                    let owner = if names.is_empty() {
-                        &element.owner
-                    } else {
-                        &names
-                    };
-                    match acl.judge(owner, acl.response_names).await {
-                        Ok(()) => {}
-                        Err(AccessError::Denied { .. }) => {
-                            crate::metrics::acl_denied(
-                                &acl.listener,
-                                DenialKind::Element(element.kind),
-                            );
-                            removed.insert(element.start);
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-                if removed.is_empty() {
-                    return Ok(body);
-                }
-                let filtered = acl.scope.remove(id, &plain, &removed)?;
-                if compressed {
-                    Ok(Bytes::from(compression::gzip(&filtered)?))
-                } else {
-                    Ok(filtered)
-                }
+                Err(err) => return Err(err),
             }
         }
+        if removed.is_empty() {
+            return Ok(body);
+        }
+        Ok(self.scope.remove(id, &body, &removed)?)
     }
 }

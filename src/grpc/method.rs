@@ -118,6 +118,21 @@ impl MethodLabeler {
             + 1
     }
 
+    /// Every method known by name: its path (`/package.Service/Method`) and labels.
+    pub(crate) fn methods(&self) -> impl Iterator<Item = (String, MethodLabels)> + '_ {
+        self.services.values().flat_map(|service| {
+            service.methods.values().map(|method| {
+                (
+                    format!("/{}/{}", service.name, method),
+                    MethodLabels {
+                        service: Arc::clone(&service.name),
+                        method: Arc::clone(method),
+                    },
+                )
+            })
+        })
+    }
+
     pub fn labels(&self, path: &str) -> MethodLabels {
         let other = || MethodLabels {
             service: Arc::clone(&self.other),

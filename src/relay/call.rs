@@ -21,14 +21,15 @@ use tracing::debug;
 use super::gather::{Budget, Gather, GatherError, Scope};
 use super::pump::{pump_body, BodyEnd, Counters, Edits, PumpError};
 use super::ListenerContext;
-use crate::access::namespaces::{AccessError, DenialKind, MessageGuardFactory};
+use crate::access::namespaces::{AccessError, DenialKind};
+use crate::grpc::compression::{CompressionError, Encoding};
 use crate::grpc::frame::{FrameDecoder, FrameError};
 use crate::grpc::status::{Code, Status};
 use crate::grpc::timeout;
 use crate::metrics::RelayErrorKind;
-use crate::rewrite::compression::{CompressionError, Encoding};
+use crate::pipeline::{CallState, Flow, FlowError, MethodEntry, StageError};
 use crate::rewrite::walker::{EditError, EditStats, Unknown};
-use crate::rewrite::{status_details, Direction, MessageEditor, RewriteError, Rewriter};
+use crate::rewrite::Direction;
 use crate::telemetry::warn_limited;
 
 /// Grace after a call's own deadline before the proxy ends it: the upstream normally answers
@@ -61,52 +62,13 @@ enum CallError {
     UpstreamFailed(h2::Error),
     RequestFrame(FrameError),
     ResponseFrame(FrameError),
-    Rewrite(Direction, RewriteError),
-    Access(Direction, AccessError),
+    /// A message the pipeline refused or could not read (it is not forwarded).
+    Stage(Direction, FlowError),
     Deadline(Duration),
     /// The side written to granted no flow-control window for `send_stall_timeout`.
     Stalled(Direction, Duration),
     /// A message to be held whole was over its limit or a gather budget.
     Gather(GatherError),
-}
-
-/// The rewriting state of one call: which message types are edited each way and the call's
-/// client-side namespace (from the `temporal-namespace` header or the first request message).
-struct CallRewrite {
-    rewriter: Arc<Rewriter>,
-    request: Option<crate::rewrite::plan::MsgId>,
-    response: Option<crate::rewrite::plan::MsgId>,
-    namespace: Arc<std::sync::OnceLock<String>>,
-}
-
-impl CallRewrite {
-    fn editor(
-        &self,
-        direction: Direction,
-        encoding: Encoding,
-        limit: u32,
-    ) -> Option<MessageEditor> {
-        let message = match direction {
-            Direction::ToUpstream => self.request?,
-            Direction::ToClient => self.response?,
-        };
-        Some(MessageEditor {
-            rewriter: Arc::clone(&self.rewriter),
-            direction,
-            message,
-            encoding,
-            limit,
-            call_namespace: Arc::clone(&self.namespace),
-        })
-    }
-
-    /// Translates names in a status (trailers, or trailers-only headers) on its way to the client.
-    fn status(&self, headers: &mut HeaderMap, stats: &mut EditStats) {
-        if headers.contains_key("grpc-message") || headers.contains_key("grpc-status-details-bin") {
-            let namespace = self.namespace.get().map(String::as_str);
-            status_details::translate_status(headers, &self.rewriter, namespace, stats);
-        }
-    }
 }
 
 /// The client side of the response: before headers, the `SendResponse`; after, the body stream.
@@ -213,15 +175,16 @@ pub async fn relay_call(
     gather_budget: Arc<Budget>,
 ) {
     let started = Instant::now();
-    let labels = ctx.labeler.labels(request.uri().path());
-    let method_metrics = ctx.metrics.method(&labels);
+    // Admission: the one lookup of the call's path.
+    let method = ctx.methods.get(request.uri().path());
+    let method_metrics = method.metrics(&ctx.metrics);
     ctx.metrics.in_flight.increment(1.0);
     let mut client = ClientResponse {
         respond,
         body: None,
     };
     let relayed = {
-        let relay = relay(&ctx, request, &mut client, started, &gather_budget);
+        let relay = relay(&ctx, &method, request, &mut client, started, &gather_budget);
         tokio::pin!(relay);
         tokio::select! {
             code = &mut relay => Some(code),
@@ -239,6 +202,7 @@ pub async fn relay_call(
 
 async fn relay(
     ctx: &ListenerContext,
+    method: &Arc<MethodEntry>,
     request: Request<RecvStream>,
     client: &mut ClientResponse,
     started: Instant,
@@ -256,47 +220,16 @@ async fn relay(
         return refuse_non_grpc(client, is_grpc, head);
     }
 
-    if let Some(policy) = &ctx.methods {
+    if !method.allowed {
         let path = parts.uri.path();
-        if !policy.allows(path) {
-            ctx.metrics.relay_error(RelayErrorKind::PermissionDenied);
-            crate::metrics::acl_denied(&ctx.name, DenialKind::Method);
-            let status = Status::new(
-                Code::PermissionDenied,
-                format!("method {path} is not allowed on {:?}", ctx.name),
-            );
-            client.fail(&status);
-            return status.code;
-        }
-    }
-
-    if let Some(acl) = &ctx.namespaces {
-        let header = parts
-            .headers
-            .get("temporal-namespace")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        if let Some(Err(err)) = header.map(|name| acl.check_header(&name)) {
-            crate::metrics::acl_denied(&ctx.name, DenialKind::Namespace);
-            ctx.metrics.relay_error(RelayErrorKind::PermissionDenied);
-            let status = Status::new(Code::PermissionDenied, err.to_string());
-            client.fail(&status);
-            return status.code;
-        }
-    }
-
-    // An upstream-side namespace name this listener's clients cannot see is answered as unknown,
-    // before any upstream is involved (the body's names are refused by the rewriter likewise).
-    if let Some(rewriter) = &ctx.rewriter {
-        let header = parts.headers.get("temporal-namespace");
-        if let Some(unknown) = header
-            .and_then(|v| v.to_str().ok())
-            .and_then(|name| rewriter.refused_namespace(name))
-        {
-            debug!(%unknown, "request names a hidden upstream namespace");
-            let status = Status::new(Code::NotFound, unknown.to_string());
-            client.fail(&status);
-            return status.code;
-        }
+        ctx.metrics.relay_error(RelayErrorKind::PermissionDenied);
+        crate::metrics::acl_denied(&ctx.name, DenialKind::Method);
+        let status = Status::new(
+            Code::PermissionDenied,
+            format!("method {path} is not allowed on {:?}", ctx.name),
+        );
+        client.fail(&status);
+        return status.code;
     }
 
     // The call's own deadline, else the listener's cap; never a proxy timeout shorter than the call's.
@@ -336,32 +269,13 @@ async fn relay(
     upstream_request
         .headers_mut()
         .insert(http::header::TE, HeaderValue::from_static("trailers"));
-    let rewrite = ctx.rewriter.as_ref().map(|rewriter| {
-        let (request, response) = rewriter.method(path);
-        let rewrite = CallRewrite {
-            rewriter: Arc::clone(rewriter),
-            request,
-            response,
-            namespace: Arc::default(),
-        };
-        // SDKs repeat the namespace in this header: it travels with the body's translation (Temporal
-        // Cloud rejects a mismatch), and it tells which search-attribute map applies.
-        let headers = upstream_request.headers_mut();
-        if let Some(name) = headers
-            .get("temporal-namespace")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-        {
-            if let Some(value) = rewriter
-                .translate_namespace(&name, Direction::ToUpstream)
-                .and_then(|upstream| HeaderValue::from_str(upstream).ok())
-            {
-                headers.insert("temporal-namespace", value);
-            }
-            let _ = rewrite.namespace.set(name);
-        }
-        rewrite
-    });
+    // The stages see the headers before anything goes upstream, and may refuse the call.
+    let call = Arc::new(CallState::default());
+    if let Err(err) = method.request_headers(&call, upstream_request.headers_mut()) {
+        let status = stage_status(ctx, "request", &FlowError::Stage(err));
+        client.fail(&status);
+        return status.code;
+    }
     let request_encoding = Encoding::from_header(upstream_request.headers().get("grpc-encoding"));
 
     // Waiting for an upstream connection is bounded by the connect timeout and the call's deadline.
@@ -416,28 +330,17 @@ async fn relay(
         process: Arc::clone(&ctx.gather_budget),
         metrics: ctx.metrics.gather.clone(),
     };
-    let (request_guard, response_guard) = match &ctx.namespaces {
-        Some(acl) => acl.guards(path, request_encoding.clone(), limit),
-        None => (None, None),
-    };
-    let mut request_edits = Edits {
-        guard: request_guard,
-        field_override: ctx
-            .field_override
-            .clone()
-            .filter(|o| o.path == parts.uri.path()),
-        editor: rewrite.as_ref().and_then(|r| {
-            r.editor(
-                Direction::ToUpstream,
-                request_encoding.clone(),
-                request_limit,
-            )
-        }),
-        encoding: Some(request_encoding),
-        limit: request_limit,
-        stats: EditStats::default(),
+    let mut request_edits = Flow::new(
+        method,
+        Direction::ToUpstream,
+        &call,
+        request_encoding,
+        request_limit,
+    )
+    .map(|flow| Edits {
+        flow,
         gather: gather(request_limit, request_limit_key),
-    };
+    });
     let mut response_stats = EditStats::default();
     // A second handle on the upstream stream's receiving half, which the response pump may be too
     // busy to read (held up by a slow client): it ends when that half does, with h2's own error for
@@ -459,7 +362,7 @@ async fn relay(
                 &mut upstream_send,
                 &mut decoder,
                 &counters,
-                Some(&mut request_edits),
+                request_edits.as_mut(),
             )
             .await
             {
@@ -482,8 +385,8 @@ async fn relay(
             response_future,
             client,
             limit,
-            rewrite.as_ref(),
-            response_guard,
+            method,
+            &call,
             &mut response_stats,
             gather(limit, "max_message_bytes"),
         );
@@ -543,7 +446,9 @@ async fn relay(
         }
     };
 
-    ctx.metrics.rewrote(&request_edits.stats);
+    if let Some(edits) = &request_edits {
+        ctx.metrics.rewrote(&edits.flow.stats);
+    }
     ctx.metrics.rewrote(&response_stats);
     match outcome {
         Ok(code) => code,
@@ -586,8 +491,7 @@ fn request_error(err: PumpError) -> CallError {
         PumpError::Dst(err) => CallError::UpstreamFailed(err),
         PumpError::DstReset(reason) => CallError::UpstreamFailed(h2::Error::from(reason)),
         PumpError::Frame(err) => CallError::RequestFrame(err),
-        PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToUpstream, err),
-        PumpError::Access(err) => CallError::Access(Direction::ToUpstream, err),
+        PumpError::Stage(err) => CallError::Stage(Direction::ToUpstream, err),
         PumpError::Stalled(limit) => CallError::Stalled(Direction::ToUpstream, limit),
         PumpError::Gather(err) => CallError::Gather(err),
     }
@@ -600,8 +504,7 @@ fn response_error(err: PumpError) -> CallError {
         PumpError::Dst(err) => client_error(err),
         PumpError::DstReset(reason) => CallError::ClientReset(reason),
         PumpError::Frame(err) => CallError::ResponseFrame(err),
-        PumpError::Rewrite(err) => CallError::Rewrite(Direction::ToClient, err),
-        PumpError::Access(err) => CallError::Access(Direction::ToClient, err),
+        PumpError::Stage(err) => CallError::Stage(Direction::ToClient, err),
         PumpError::Stalled(limit) => CallError::Stalled(Direction::ToClient, limit),
         PumpError::Gather(err) => CallError::Gather(err),
     }
@@ -697,67 +600,13 @@ fn fail_call(
             client.fail(&status);
             status.code
         }
-        // A name the client cannot see: answered as the upstream answers a name it does not know.
-        CallError::Rewrite(_, RewriteError::Edit(EditError::Unknown(unknown))) => {
-            upstream_send.send_reset(Reason::CANCEL);
-            let code = match unknown {
-                Unknown::Namespace(_) => Code::NotFound,
-                Unknown::SearchAttribute { .. } | Unknown::QueryAttribute(_) => {
-                    Code::InvalidArgument
-                }
-            };
-            debug!(%unknown, "request names a hidden upstream name");
-            let status = Status::new(code, unknown.to_string());
-            client.fail(&status);
-            status.code
-        }
-        CallError::Rewrite(direction, err) => {
-            ctx.metrics.relay_error(RelayErrorKind::RewriteFailed);
+        CallError::Stage(direction, err) => {
             upstream_send.send_reset(Reason::CANCEL);
             let side = match direction {
                 Direction::ToUpstream => "request",
                 Direction::ToClient => "response",
             };
-            let code = match &err {
-                RewriteError::Edit(EditError::Query(_)) => Code::InvalidArgument,
-                RewriteError::Compression(CompressionError::Unsupported(_)) => Code::Unimplemented,
-                _ => Code::Internal,
-            };
-            warn_limited!(error = %err, side, "message could not be edited; call failed");
-            let status = Status::new(
-                code,
-                format!("strait could not edit the {side} message: {err}"),
-            );
-            client.fail(&status);
-            status.code
-        }
-        CallError::Access(direction, err) => {
-            upstream_send.send_reset(Reason::CANCEL);
-            let (code, kind) = match &err {
-                AccessError::Denied { .. } => {
-                    (Code::PermissionDenied, RelayErrorKind::PermissionDenied)
-                }
-                AccessError::Unresolved(_) => {
-                    (Code::Unavailable, RelayErrorKind::UpstreamUnavailable)
-                }
-                AccessError::Compression(CompressionError::Unsupported(_)) => {
-                    (Code::Unimplemented, RelayErrorKind::RewriteFailed)
-                }
-                AccessError::Malformed(_) | AccessError::Compression(_) => {
-                    (Code::Internal, RelayErrorKind::RewriteFailed)
-                }
-            };
-            ctx.metrics.relay_error(kind);
-            let side = match direction {
-                Direction::ToUpstream => "request",
-                Direction::ToClient => "response",
-            };
-            if code == Code::PermissionDenied {
-                debug!(error = %err, "request denied");
-            } else {
-                warn_limited!(error = %err, side, "message could not be checked; call failed");
-            }
-            let status = Status::new(code, err.to_string());
+            let status = stage_status(ctx, side, &err);
             client.fail(&status);
             status.code
         }
@@ -822,6 +671,55 @@ fn fail_call(
     }
 }
 
+/// The status of a call the pipeline refused (its `side`'s message or headers), with its metric and
+/// log line.
+fn stage_status(ctx: &ListenerContext, side: &str, err: &FlowError) -> Status {
+    match err {
+        // A name the client cannot see: answered as the upstream answers a name it does not know.
+        FlowError::Stage(StageError::Edit(EditError::Unknown(unknown))) => {
+            let code = match unknown {
+                Unknown::Namespace(_) => Code::NotFound,
+                Unknown::SearchAttribute { .. } | Unknown::QueryAttribute(_) => {
+                    Code::InvalidArgument
+                }
+            };
+            debug!(%unknown, "request names a hidden upstream name");
+            Status::new(code, unknown.to_string())
+        }
+        FlowError::Stage(StageError::Edit(_)) | FlowError::Compression(_) => {
+            ctx.metrics.relay_error(RelayErrorKind::RewriteFailed);
+            let code = match err {
+                FlowError::Stage(StageError::Edit(EditError::Query(_))) => Code::InvalidArgument,
+                FlowError::Compression(CompressionError::Unsupported(_)) => Code::Unimplemented,
+                _ => Code::Internal,
+            };
+            warn_limited!(error = %err, side, "message could not be edited; call failed");
+            Status::new(
+                code,
+                format!("strait could not edit the {side} message: {err}"),
+            )
+        }
+        FlowError::Stage(StageError::Access(access)) => {
+            let (code, kind) = match access {
+                AccessError::Denied { .. } => {
+                    (Code::PermissionDenied, RelayErrorKind::PermissionDenied)
+                }
+                AccessError::Unresolved(_) => {
+                    (Code::Unavailable, RelayErrorKind::UpstreamUnavailable)
+                }
+                AccessError::Malformed(_) => (Code::Internal, RelayErrorKind::RewriteFailed),
+            };
+            ctx.metrics.relay_error(kind);
+            if code == Code::PermissionDenied {
+                debug!(error = %err, "request denied");
+            } else {
+                warn_limited!(error = %err, side, "message could not be checked; call failed");
+            }
+            Status::new(code, err.to_string())
+        }
+    }
+}
+
 fn frame_status(err: &FrameError) -> Status {
     match err {
         FrameError::TooLarge { .. } => Status::new(Code::ResourceExhausted, err.to_string()),
@@ -836,8 +734,8 @@ async fn relay_response(
     response_future: h2::client::ResponseFuture,
     client: &mut ClientResponse,
     limit: u32,
-    rewrite: Option<&CallRewrite>,
-    guard: Option<MessageGuardFactory>,
+    method: &Arc<MethodEntry>,
+    call: &Arc<CallState>,
     stats: &mut EditStats,
     gather: Gather,
 ) -> Result<Code, CallError> {
@@ -861,9 +759,7 @@ async fn relay_response(
     if upstream_recv.is_end_stream() {
         // Trailers-only: the status is in the headers.
         let code = Code::from_headers(&parts.headers).unwrap_or(Code::Unknown);
-        if let Some(rewrite) = rewrite {
-            rewrite.status(&mut parts.headers, stats);
-        }
+        method.response_status(call, &mut parts.headers, stats);
         client
             .respond
             .send_response(Response::from_parts(parts, ()), true)
@@ -879,15 +775,8 @@ async fn relay_response(
     let client_body = client.body.insert(body);
     let mut decoder = FrameDecoder::new(limit);
     let encoding = Encoding::from_header(parts_encoding.as_ref());
-    let mut edits = Edits {
-        guard: guard.map(|g| g.guard(encoding.clone())),
-        field_override: None,
-        editor: rewrite.and_then(|r| r.editor(Direction::ToClient, encoding, limit)),
-        encoding: None,
-        limit,
-        stats: EditStats::default(),
-        gather,
-    };
+    let mut edits = Flow::new(method, Direction::ToClient, call, encoding, limit)
+        .map(|flow| Edits { flow, gather });
     let counters = Counters {
         bytes: &ctx.metrics.response_bytes,
         messages: &ctx.metrics.response_messages,
@@ -897,16 +786,16 @@ async fn relay_response(
         client_body,
         &mut decoder,
         &counters,
-        Some(&mut edits),
+        edits.as_mut(),
     )
     .await;
-    stats.add(&edits.stats);
+    if let Some(edits) = &edits {
+        stats.add(&edits.flow.stats);
+    }
     match pumped {
         Ok(BodyEnd::Trailers(mut trailers)) => {
             let code = Code::from_headers(&trailers).unwrap_or(Code::Unknown);
-            if let Some(rewrite) = rewrite {
-                rewrite.status(&mut trailers, stats);
-            }
+            method.response_status(call, &mut trailers, stats);
             client_body
                 .send_trailers(forwardable(trailers))
                 .map_err(client_error)?;

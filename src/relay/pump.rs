@@ -14,11 +14,8 @@ use http::HeaderMap;
 use metrics::Counter;
 
 use super::gather::{Gather, GatherError, Reservation};
-use crate::access::namespaces::{AccessError, MessageGuard};
 use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
-use crate::rewrite::compression::{self, Encoding};
-use crate::rewrite::walker::EditStats;
-use crate::rewrite::{FieldOverride, MessageEditor, RewriteError};
+use crate::pipeline::{Flow, FlowError};
 
 /// Why a pump stopped early. `Src*` concern the stream read from, `Dst*` the one written to.
 #[derive(Debug)]
@@ -31,10 +28,8 @@ pub enum PumpError {
     DstReset(Reason),
     /// The gRPC framing was invalid or a message exceeded the limit.
     Frame(FrameError),
-    /// A message that had to be edited could not be (it is not forwarded).
-    Rewrite(RewriteError),
-    /// A message the access policy refused, or could not judge (it is not forwarded).
-    Access(AccessError),
+    /// A stage refused a message, or it could not be read for the stages (it is not forwarded).
+    Stage(FlowError),
     /// The receiving peer granted no flow-control window for this long.
     Stalled(Duration),
     /// A message that had to be held whole did not fit its limit or a budget (not forwarded).
@@ -48,73 +43,12 @@ tokio::task_local! {
     pub static SEND_STALL_TIMEOUT: Duration;
 }
 
-/// A direction whose messages are handled one by one, in this order: the namespace guard (checks
-/// requests, filters responses), a fixed field value, then name translation.
+/// A direction whose messages some stage reads: each is gathered whole, charged to the gather
+/// budgets while held, and passed through the pipeline.
 pub struct Edits {
-    pub guard: Option<MessageGuard>,
-    pub field_override: Option<FieldOverride>,
-    pub editor: Option<MessageEditor>,
-    /// The message encoding, for the override (the guard and the editor know their own).
-    pub encoding: Option<Encoding>,
-    pub limit: u32,
-    pub stats: EditStats,
+    pub flow: Flow,
     /// What the messages are charged to while they are held whole.
     pub gather: Gather,
-}
-
-impl Edits {
-    pub fn is_empty(&self) -> bool {
-        self.guard.is_none() && self.field_override.is_none() && self.editor.is_none()
-    }
-
-    /// Handles one message; returns (compressed flag, body) to forward.
-    async fn process(&mut self, compressed: bool, body: Bytes) -> Result<(bool, Bytes), PumpError> {
-        let body = match &self.guard {
-            Some(guard) => guard
-                .apply(compressed, body)
-                .await
-                .map_err(PumpError::Access)?,
-            None => body,
-        };
-        let body = match &self.field_override {
-            Some(field_override) => self
-                .overridden(field_override, compressed, body)
-                .map_err(PumpError::Rewrite)?,
-            None => body,
-        };
-        match &self.editor {
-            Some(editor) => editor
-                .edit(compressed, body, &mut self.stats)
-                .map_err(PumpError::Rewrite),
-            None => Ok((compressed, body)),
-        }
-    }
-
-    fn overridden(
-        &self,
-        field_override: &FieldOverride,
-        compressed: bool,
-        body: Bytes,
-    ) -> Result<Bytes, RewriteError> {
-        if !compressed {
-            return Ok(field_override.apply(&body)?);
-        }
-        match &self.encoding {
-            Some(Encoding::Gzip) => {
-                let plain = Bytes::from(compression::gunzip(&body, self.limit)?);
-                let edited = field_override.apply(&plain)?;
-                if edited.as_ptr() == plain.as_ptr() {
-                    Ok(body)
-                } else {
-                    Ok(Bytes::from(compression::gzip(&edited)?))
-                }
-            }
-            Some(Encoding::Other(name)) => {
-                Err(compression::CompressionError::Unsupported(name.clone()).into())
-            }
-            _ => Err(compression::CompressionError::MissingEncoding.into()),
-        }
-    }
 }
 
 /// Per-direction byte and message counters.
@@ -139,7 +73,7 @@ pub async fn pump_body(
     edits: Option<&mut Edits>,
 ) -> Result<BodyEnd, PumpError> {
     let before = decoder.messages();
-    let result = match edits.filter(|e| !e.is_empty()) {
+    let result = match edits {
         // Boxed: message mode carries the edit futures (an ACL lookup may call the local cluster),
         // which would otherwise make every call's task several KiB larger, edits or not.
         Some(edits) => Box::pin(pump_messages(src, dst, decoder, counters, edits)).await,
@@ -291,7 +225,11 @@ async fn pump_messages(
                     let body = whole
                         .take()
                         .unwrap_or_else(|| Bytes::from(std::mem::take(&mut gathered)));
-                    let (compressed, body) = edits.process(compressed, body).await?;
+                    let (compressed, body) = edits
+                        .flow
+                        .process(compressed, body)
+                        .await
+                        .map_err(PumpError::Stage)?;
                     frame_into(&mut out, compressed, body)?;
                     unsent.extend(charge.take());
                 }

@@ -1,7 +1,10 @@
-//! Per-message compression (`grpc-encoding`): gzip messages are inflated for editing (bounded by the
-//! message-size limit) and deflated again when something changed; other encodings cannot be edited.
+//! Per-message compression (`grpc-encoding`): gzip messages are inflated for the message pipeline's
+//! stages (bounded by the message-size limit) and deflated again when a stage changed them; other
+//! encodings cannot be read.
 
 use std::io::{Read, Write};
+
+use bytes::Bytes;
 
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -35,6 +38,33 @@ pub enum CompressionError {
     Corrupt(String),
     #[error("gzip message inflates beyond the limit of {limit} bytes")]
     TooLarge { limit: u32 },
+}
+
+/// A message's bytes as the stages see them: `body` itself when it is not compressed, else inflated
+/// (to at most `limit` bytes).
+pub(crate) fn decompress(
+    encoding: &Encoding,
+    compressed: bool,
+    body: &Bytes,
+    limit: u32,
+) -> Result<Bytes, CompressionError> {
+    if !compressed {
+        return Ok(body.clone());
+    }
+    match encoding {
+        Encoding::Gzip => Ok(Bytes::from(gunzip(body, limit)?)),
+        Encoding::Identity => Err(CompressionError::MissingEncoding),
+        Encoding::Other(name) => Err(CompressionError::Unsupported(name.clone())),
+    }
+}
+
+/// Compresses an edited message again as `encoding` (one that [`decompress`] accepted).
+pub(crate) fn compress(encoding: &Encoding, plain: &[u8]) -> Result<Bytes, CompressionError> {
+    match encoding {
+        Encoding::Gzip => Ok(Bytes::from(gzip(plain)?)),
+        Encoding::Identity => Err(CompressionError::MissingEncoding),
+        Encoding::Other(name) => Err(CompressionError::Unsupported(name.clone())),
+    }
 }
 
 pub fn gunzip(data: &[u8], limit: u32) -> Result<Vec<u8>, CompressionError> {
