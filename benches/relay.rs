@@ -161,6 +161,12 @@ relay bench: cargo bench --bench relay -- [OPTIONS] [FILTER...]
                          \"not installed\"
   --out PATH             Markdown output (default target/bench-relay.md)
   --direct-only          same as --rows direct
+  --callgrind            run Strait under `valgrind --tool=callgrind`, count its
+                         instructions over the closed-loop window only (zeroed
+                         and dumped with callgrind_control at the window's
+                         edges) and report instructions per call (Ir/call);
+                         use with --rows strait[,strait-translate], a long
+                         --seconds, --latency-seconds 0 and --reps 1
 Unknown --flags (such as cargo's --bench) are ignored.
 ";
 
@@ -185,6 +191,7 @@ struct Opts {
     envoy: Option<PathBuf>,
     out: PathBuf,
     filters: Vec<String>,
+    callgrind: bool,
 }
 
 fn env_f64(name: &str) -> Option<f64> {
@@ -214,6 +221,7 @@ impl Opts {
             envoy: None,
             out: common::target_dir().join("bench-relay.md"),
             filters: Vec::new(),
+            callgrind: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -269,6 +277,7 @@ impl Opts {
                 "--envoy" => opts.envoy = Some(PathBuf::from(value(&flag))),
                 "--out" => opts.out = PathBuf::from(value(&flag)),
                 "--direct-only" => opts.rows = vec![Row::Direct],
+                "--callgrind" => opts.callgrind = true,
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     std::process::exit(0);
@@ -347,6 +356,8 @@ struct Measurement {
     paced_due: u64,
     /// Why this run counts as failed (first reason), if it does.
     failure: Option<String>,
+    /// The proxy's instructions over the window (`--callgrind`).
+    instructions: Option<u64>,
 }
 
 impl Measurement {
@@ -373,6 +384,7 @@ impl Measurement {
             paced: None,
             paced_due: 0,
             failure,
+            instructions: None,
         }
     }
 
@@ -397,6 +409,43 @@ fn failure_of(o: &Outcome, phase: &str) -> Option<String> {
         o.stuck,
         o.first_error.as_deref().unwrap_or("–")
     ))
+}
+
+/// Runs `callgrind_control FLAG PID` (`-z` zeroes the counters, `-d` dumps them).
+fn callgrind_control(flag: &str, pid: u32) -> Result<(), String> {
+    let out = std::process::Command::new("callgrind_control")
+        .arg(flag)
+        .arg(pid.to_string())
+        .output()
+        .map_err(|e| format!("running callgrind_control: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "callgrind_control {flag} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The instruction total of the newest dump of process `pid` (its `summary:`
+/// or `totals:` line; the first event is `Ir`).
+fn callgrind_total(dir: &std::path::Path, pid: u32) -> Result<u64, String> {
+    let prefix = format!("callgrind.out.{pid}.");
+    let newest = std::fs::read_dir(dir)
+        .map_err(|e| format!("reading {dir:?}: {e}"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .ok_or_else(|| format!("no {prefix}* dump in {dir:?}"))?;
+    let text = std::fs::read_to_string(newest.path()).map_err(|e| format!("reading dump: {e}"))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no summary line in {:?}", newest.path()))
 }
 
 struct Bench {
@@ -432,13 +481,33 @@ impl Bench {
         let me = std::process::id();
         let echo_pid = self.echo.pid();
         let spec = self.spec(scenario, target);
-        let (outcome, before, after) = load::run(&self.rt, &spec, || Sample {
-            loadgen: procstat::cpu_ticks(me),
-            echo: procstat::cpu_ticks(echo_pid),
-            proxy: proxy_pid.and_then(procstat::cpu_ticks),
-            system: procstat::system_busy_ticks(),
+        // Under callgrind, the counters are zeroed as the window opens and
+        // dumped as it closes, so startup, warmup and shutdown are left out.
+        let callgrind_pid = proxy_pid.filter(|_| self.opts.callgrind);
+        let mut edge = 0;
+        let mut callgrind_error = None;
+        let (outcome, before, after) = load::run(&self.rt, &spec, || {
+            if let Some(pid) = callgrind_pid {
+                let flag = if edge == 0 { "-z" } else { "-d" };
+                edge += 1;
+                if let Err(e) = callgrind_control(flag, pid) {
+                    callgrind_error.get_or_insert(e);
+                }
+            }
+            Sample {
+                loadgen: procstat::cpu_ticks(me),
+                echo: procstat::cpu_ticks(echo_pid),
+                proxy: proxy_pid.and_then(procstat::cpu_ticks),
+                system: procstat::system_busy_ticks(),
+            }
         })?;
         let mut m = Measurement::new(outcome, before, after, self.tck);
+        if let Some(pid) = callgrind_pid {
+            match callgrind_error.map_or_else(|| callgrind_total(&self.work_dir, pid), Err) {
+                Ok(ir) => m.instructions = Some(ir),
+                Err(e) => m.fail(format!("callgrind: {e}")),
+            }
+        }
         m.proxy_hwm_kib = proxy_pid.and_then(|pid| procstat::status_kib(pid, "VmHWM"));
         if self.opts.latency_seconds > 0.0 {
             let rate = self.opts.rate(scenario);
@@ -559,8 +628,9 @@ fn main() {
     );
     let descriptors = work_dir.join("bench-descriptors.binpb");
     peers::write_descriptor_set(&descriptors).expect("writing the bench descriptor set");
-    let settings =
+    let mut settings =
         peers::Settings::new(opts.strait_threads, opts.upstream_connections, descriptors);
+    settings.callgrind = opts.callgrind;
     for v in bins.versions() {
         eprintln!("relay bench: {v}");
     }
@@ -631,6 +701,14 @@ fn brief(m: &Result<Measurement, String>) -> String {
                     fmt_p50_p99(p),
                     p.calls,
                     m.paced_due
+                );
+            }
+            if let Some(ir) = m.instructions {
+                let per_call = ir as f64 / m.outcome.calls.max(1) as f64;
+                let _ = write!(
+                    s,
+                    ", Ir/call {per_call:.0} ({ir} instructions / {} calls)",
+                    m.outcome.calls
                 );
             }
             if let Some(f) = &m.failure {

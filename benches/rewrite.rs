@@ -46,6 +46,7 @@ use strait::config::TranslateConfig;
 use strait::rewrite::plan::MsgId;
 use strait::rewrite::plan::{Action, Targets, DATA_BLOB, HISTORY, HISTORY_BLOB_FIELDS};
 use strait::rewrite::walker::EditStats;
+use strait::rewrite::wire::Chunks;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
 
 use fixtures::{Builder, Content, Fixture};
@@ -102,10 +103,11 @@ impl Case {
                 Direction::ToClient,
                 self.editor.message,
                 &self.editor.call_namespace,
-                &self.fixture.body,
+                &Chunks::from(self.fixture.body.clone()),
                 stats,
             )
             .expect("walker edit")
+            .contiguous()
     }
 
     /// Decode into a `DynamicMessage`, edit with the same rules, re-encode.

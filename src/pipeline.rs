@@ -31,7 +31,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::access::namespaces::{AccessError, NamespaceAcl};
@@ -40,6 +39,7 @@ use crate::grpc::compression::{self, CompressionError, Encoding};
 use crate::grpc::method::{MethodLabeler, MethodLabels};
 use crate::metrics::{ListenerMetrics, MethodMetrics};
 use crate::rewrite::walker::{EditError, EditStats};
+use crate::rewrite::wire::Chunks;
 use crate::rewrite::{Direction, FieldOverride, Rewriter};
 
 /// What one call's stages share, both directions: set by one stage, read by others.
@@ -73,8 +73,8 @@ pub enum FlowError {
 
 /// A stage's answer for one message: at once, or after waiting (an ACL lookup of a namespace ID).
 pub enum Step<'a> {
-    Ready(Result<Bytes, StageError>),
-    Wait(Pin<Box<dyn Future<Output = Result<Bytes, StageError>> + Send + 'a>>),
+    Ready(Result<Chunks, StageError>),
+    Wait(Pin<Box<dyn Future<Output = Result<Chunks, StageError>> + Send + 'a>>),
 }
 
 /// One concern acting on the calls of one method on one listener.
@@ -93,12 +93,13 @@ pub trait Stage: Send + Sync {
         false
     }
 
-    /// One message going `direction`, uncompressed: the same `Bytes` when it is left alone.
+    /// One message going `direction`, uncompressed, in the pieces it arrived in: returned as it is
+    /// (the same [`Chunks`]) when it is left alone.
     fn message<'a>(
         &'a self,
         _direction: Direction,
         _call: &'a CallState,
-        body: Bytes,
+        body: Chunks,
         _stats: &'a mut EditStats,
     ) -> Step<'a> {
         Step::Ready(Ok(body))
@@ -306,9 +307,15 @@ impl Flow {
     pub async fn process(
         &mut self,
         compressed: bool,
-        body: Bytes,
-    ) -> Result<(bool, Bytes), FlowError> {
-        let plain = compression::decompress(&self.encoding, compressed, &body, self.limit)?;
+        body: Chunks,
+    ) -> Result<(bool, Chunks), FlowError> {
+        let plain = if compressed {
+            let inflated =
+                compression::decompress(&self.encoding, true, &body.contiguous(), self.limit)?;
+            Chunks::from(inflated)
+        } else {
+            body.clone()
+        };
         let mut message = plain.clone();
         for stage in self.method.stages_reading(self.direction) {
             message = match stage.message(self.direction, &self.call, message, &mut self.stats) {
@@ -316,11 +323,12 @@ impl Flow {
                 Step::Wait(future) => future.await?,
             };
         }
-        if message.as_ptr() == plain.as_ptr() && message.len() == plain.len() {
+        if message.same_as(&plain) {
             return Ok((compressed, body));
         }
         if compressed {
-            return Ok((true, compression::compress(&self.encoding, &message)?));
+            let deflated = compression::compress(&self.encoding, &message.contiguous())?;
+            return Ok((true, Chunks::from(deflated)));
         }
         Ok((false, message))
     }

@@ -21,11 +21,11 @@ pub mod wire;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use prost_reflect::DescriptorPool;
 
 use self::plan::{MsgId, Plan, Targets, TextKind};
 use self::walker::{EditError, EditStats, TextEdit, TextEditor, Unknown};
+use self::wire::Chunks;
 use crate::config::TranslateConfig;
 
 /// A one-to-one name mapping, usable both ways.
@@ -373,7 +373,7 @@ impl FieldOverride {
         })
     }
 
-    pub fn apply(&self, body: &Bytes) -> Result<Bytes, EditError> {
+    pub fn apply(&self, body: &Chunks) -> Result<Chunks, EditError> {
         wire::replace_top_level(body, self.field, self.value.as_bytes()).map_err(|source| {
             EditError::Wire {
                 message: ADD_REMOTE_CLUSTER.1.to_owned(),
@@ -384,17 +384,17 @@ impl FieldOverride {
 }
 
 impl Rewriter {
-    /// Edits one uncompressed message of type `message` going `direction`; the same `Bytes` when
-    /// nothing changes. The first request message naming a namespace sets `call_namespace` (which
-    /// search-attribute map applies) if the headers did not.
+    /// Edits one uncompressed message of type `message` going `direction`, in the pieces it arrived
+    /// in; the same [`Chunks`] when nothing changes. The first request message naming a namespace
+    /// sets `call_namespace` (which search-attribute map applies) if the headers did not.
     pub fn edit(
         &self,
         direction: Direction,
         message: MsgId,
         call_namespace: &OnceLock<String>,
-        body: &Bytes,
+        body: &Chunks,
         stats: &mut EditStats,
-    ) -> Result<Bytes, EditError> {
+    ) -> Result<Chunks, EditError> {
         let plan = self.plan(direction);
         if direction == Direction::ToUpstream && call_namespace.get().is_none() {
             if let Some(ns) = walker::top_level_namespace(plan, message, body) {
@@ -402,6 +402,6 @@ impl Rewriter {
             }
         }
         let editor = self.editor(direction, call_namespace.get().map(String::as_str));
-        walker::edit_message(plan, message, body, &editor, stats)
+        walker::edit_chunks(plan, message, body, &editor, stats)
     }
 }

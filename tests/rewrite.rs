@@ -17,6 +17,7 @@ use strait::grpc::method::MethodLabeler;
 use strait::pipeline::{CallState, Flow, FlowError, MethodTable, Pipeline};
 use strait::rewrite::plan::Targets;
 use strait::rewrite::walker::{EditError, EditStats, Unknown};
+use strait::rewrite::wire::Chunks;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
 
 const WS: &str = "temporal.api.workflowservice.v1";
@@ -78,13 +79,15 @@ fn edit(
     if let Some(ns) = namespace {
         call_namespace.set(ns.to_owned()).unwrap();
     }
-    rewriter.edit(
-        direction,
-        message,
-        &call_namespace,
-        body,
-        &mut EditStats::default(),
-    )
+    rewriter
+        .edit(
+            direction,
+            message,
+            &call_namespace,
+            &Chunks::from(body.clone()),
+            &mut EditStats::default(),
+        )
+        .map(|edited| edited.contiguous())
 }
 
 /// The oracle: the same edit on a decoded `DynamicMessage`.
@@ -578,9 +581,9 @@ fn gzip_messages_are_inflated_edited_and_deflated() {
         1 << 20,
     )
     .unwrap();
-    let (compressed, out) = runtime.block_on(flow.process(true, packed)).unwrap();
+    let (compressed, out) = runtime.block_on(flow.process(true, packed.into())).unwrap();
     assert!(compressed);
-    let plain = compression::gunzip(&out, 1 << 20).unwrap();
+    let plain = compression::gunzip(&out.contiguous(), 1 << 20).unwrap();
     let decoded = DynamicMessage::decode(
         desc(&format!("{WS}.StartWorkflowExecutionRequest")),
         plain.as_slice(),
@@ -596,9 +599,9 @@ fn gzip_messages_are_inflated_edited_and_deflated() {
     let unchanged =
         Bytes::from(compression::gzip(&start_request("billing", &[]).encode_to_vec()).unwrap());
     let (_, out) = runtime
-        .block_on(flow.process(true, unchanged.clone()))
+        .block_on(flow.process(true, unchanged.clone().into()))
         .unwrap();
-    assert_eq!(out.as_ptr(), unchanged.as_ptr());
+    assert_eq!(out.contiguous().as_ptr(), unchanged.as_ptr());
 
     let mut other = Flow::new(
         &method,
@@ -609,7 +612,7 @@ fn gzip_messages_are_inflated_edited_and_deflated() {
     )
     .unwrap();
     let err = runtime
-        .block_on(other.process(true, Bytes::from_static(b"x")))
+        .block_on(other.process(true, Bytes::from_static(b"x").into()))
         .unwrap_err();
     assert!(matches!(err, FlowError::Compression(_)), "{err}");
     assert!(err.to_string().contains("snappy"), "{err}");
@@ -1330,5 +1333,33 @@ fn an_entry_with_a_repeated_key_is_judged_by_its_last_key() {
             decoded == reference_edit(&rewriter, name, Direction::ToClient, &body, Some("orders")),
             "{keys:?}"
         );
+    }
+}
+
+#[test]
+fn a_message_held_in_pieces_is_edited_to_the_same_bytes_wherever_it_was_cut() {
+    let rewriter = orders();
+    let body = Bytes::from(start_request("orders", &["CustomerId", "Other"]).encode_to_vec());
+    let whole = edit(&rewriter, START, Direction::ToUpstream, &body, None).unwrap();
+    assert_ne!(whole, body, "the request has names to translate");
+    let (request, _) = rewriter.method(START);
+    let message = request.unwrap();
+    for a in 1..body.len() {
+        for b in [a + 1, a + 7, body.len()] {
+            let b = b.min(body.len());
+            let pieces = Chunks::from_pieces([body.slice(..a), body.slice(a..b), body.slice(b..)]);
+            let mut stats = EditStats::default();
+            let edited = rewriter
+                .edit(
+                    Direction::ToUpstream,
+                    message,
+                    &OnceLock::new(),
+                    &pieces,
+                    &mut stats,
+                )
+                .unwrap();
+            assert_eq!(edited.contiguous(), whole, "cut at {a} and {b}");
+            assert_eq!((stats.namespaces, stats.search_attributes), (1, 1));
+        }
     }
 }

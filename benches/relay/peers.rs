@@ -186,6 +186,9 @@ pub struct Settings {
     pub haproxy_min_maxconn: u64,
     /// Extra lines for Strait's `[listener.limits]` (e.g. the memory bench's gather phase).
     pub strait_limits: String,
+    /// Run Strait under `valgrind --tool=callgrind` (its dumps go to the
+    /// bench's work dir as `callgrind.out.<pid>[.<n>]`).
+    pub callgrind: bool,
 }
 
 impl Settings {
@@ -197,6 +200,7 @@ impl Settings {
             fd_limit: crate::procstat::open_files_limit().unwrap_or(1024),
             haproxy_min_maxconn: 0,
             strait_limits: String::new(),
+            callgrind: false,
         }
     }
 }
@@ -228,6 +232,15 @@ impl ProxyProcess {
         let stem = dir.join(format!("{}-{tag}", peer.name()));
         let log_path = stem.with_extension("log");
         let mut cmd = Command::new(bin);
+        if settings.callgrind && matches!(peer, Peer::Strait | Peer::StraitTranslate) {
+            cmd = Command::new("valgrind");
+            cmd.arg("--tool=callgrind")
+                .arg(format!(
+                    "--callgrind-out-file={}/callgrind.out.%p",
+                    dir.display()
+                ))
+                .arg(bin);
+        }
         match peer {
             Peer::Strait | Peer::StraitTranslate => {
                 let admin_addr = free_port()?;

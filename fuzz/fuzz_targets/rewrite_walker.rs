@@ -3,6 +3,8 @@
 //! byte picks the type, the rest is the message), each way: as a request and as a response. Checks:
 //! - no panic, whatever the bytes;
 //! - an identity mapping never changes a byte;
+//! - the message cut into pieces (at points the input picks, as DATA frames would cut it) is edited
+//!   to the same bytes, or refused with the same error, as the message in one buffer;
 //! - when prost-reflect can decode the input and the walker accepts it (the walker may refuse more:
 //!   malformed groups, which proto3 never writes, and untranslatable queries), the walker's output
 //!   decodes and — for types without history blobs, whose re-encoding the oracle would reorder —
@@ -23,6 +25,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage};
 use strait::config::TranslateConfig;
 use strait::rewrite::plan::{MsgId, Targets};
 use strait::rewrite::walker::{self, EditStats};
+use strait::rewrite::wire::Chunks;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
 
 struct Setup {
@@ -106,6 +109,21 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// `body` in pieces: its bytes pick the cut points (a cut after byte i when bit 0 of byte i is set),
+/// so tags, varints and strings are split at every kind of place.
+fn cut(body: &Bytes) -> Chunks {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, byte) in body.iter().enumerate() {
+        if byte & 1 == 1 {
+            pieces.push(body.slice(start..i + 1));
+            start = i + 1;
+        }
+    }
+    pieces.push(body.slice(start..));
+    Chunks::from_pieces(pieces)
+}
+
 fn check(setup: &Setup, name: &str, blobs: bool, direction: Direction, body: &Bytes) {
     // Identity: the same bytes, or an error — never a changed message.
     let identity_plan = setup.identity.plan(direction);
@@ -120,6 +138,13 @@ fn check(setup: &Setup, name: &str, blobs: bool, direction: Direction, body: &By
     let Some(id) = plan.message_id(name) else { return };
     let editor = setup.forward.editor(direction, Some("a"));
     let walked = walker::edit_message(plan, id, body, &editor, &mut EditStats::default());
+    let pieces = cut(body);
+    let chunked = walker::edit_chunks(plan, id, &pieces, &editor, &mut EditStats::default());
+    match (&walked, &chunked) {
+        (Ok(one), Ok(many)) => assert_eq!(one, &many.contiguous(), "pieces edited differently: {name}"),
+        (Err(one), Err(many)) => assert_eq!(one, many, "pieces refused differently: {name}"),
+        _ => panic!("pieces and one buffer disagree on {name}: {walked:?} vs {chunked:?}"),
+    }
     let Some(descriptor) = setup.pool.get_message_by_name(name) else { return };
     let Ok(_) = DynamicMessage::decode(descriptor.clone(), body.clone()) else { return };
     // The walker may be stricter than prost (stray or malformed groups, which proto3 never writes):

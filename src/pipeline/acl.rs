@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::HeaderMap;
 
 use super::{CallState, Stage, StageError, StageFactory, Step};
 use crate::access::namespaces::NamespaceAcl;
 use crate::access::scope::MethodScope;
 use crate::rewrite::walker::EditStats;
+use crate::rewrite::wire::Chunks;
 use crate::rewrite::Direction;
 
 pub(crate) struct Acl(pub(crate) Arc<NamespaceAcl>);
@@ -55,18 +55,26 @@ impl Stage for MethodAcl {
         &'a self,
         direction: Direction,
         _call: &'a CallState,
-        body: Bytes,
+        body: Chunks,
         _stats: &'a mut EditStats,
     ) -> Step<'a> {
         let (request, response) = (self.scope.request, self.scope.response);
         Step::Wait(Box::pin(async move {
             match (direction, request, response) {
+                // The scope walks one buffer: a message in pieces is copied together (cluster
+                // links carry few large messages through the ACL).
                 (Direction::ToUpstream, Some(id), _) => {
-                    self.acl.check_request(id, &body).await?;
+                    self.acl.check_request(id, &body.contiguous()).await?;
                     Ok(body)
                 }
                 (Direction::ToClient, _, Some(id)) => {
-                    Ok(self.acl.filter_response(id, body).await?)
+                    let flat = body.contiguous();
+                    let filtered = self.acl.filter_response(id, flat.clone()).await?;
+                    if filtered.as_ptr() == flat.as_ptr() && filtered.len() == flat.len() {
+                        Ok(body)
+                    } else {
+                        Ok(Chunks::from(filtered))
+                    }
                 }
                 _ => Ok(body),
             }

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::{CallState, Stage, StageFactory, Step};
 use crate::rewrite::walker::EditStats;
+use crate::rewrite::wire::Chunks;
 use crate::rewrite::{Direction, FieldOverride};
 
 pub(crate) struct Override(pub(crate) FieldOverride);
@@ -29,7 +28,7 @@ impl Stage for MethodOverride {
         &'a self,
         _direction: Direction,
         _call: &'a CallState,
-        body: Bytes,
+        body: Chunks,
         _stats: &'a mut EditStats,
     ) -> Step<'a> {
         Step::Ready(self.0.apply(&body).map_err(Into::into))

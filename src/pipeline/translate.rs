@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use super::{CallState, Stage, StageError, StageFactory, Step};
 use crate::rewrite::plan::MsgId;
 use crate::rewrite::walker::{EditError, EditStats};
+use crate::rewrite::wire::Chunks;
 use crate::rewrite::{status_details, Direction, Rewriter};
 
 pub(crate) struct Translate(pub(crate) Arc<Rewriter>);
@@ -70,7 +70,7 @@ impl Stage for MethodTranslate {
         &'a self,
         direction: Direction,
         call: &'a CallState,
-        body: Bytes,
+        body: Chunks,
         stats: &'a mut EditStats,
     ) -> Step<'a> {
         let message = match direction {

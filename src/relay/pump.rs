@@ -16,6 +16,7 @@ use metrics::Counter;
 use super::gather::{Gather, GatherError, Reservation};
 use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
 use crate::pipeline::{Flow, FlowError};
+use crate::rewrite::wire::{Builder, Chunks};
 
 /// Why a pump stopped early. `Src*` concern the stream read from, `Dst*` the one written to.
 #[derive(Debug)]
@@ -175,11 +176,12 @@ async fn finish_body(
     }
 }
 
-/// Message mode, for a direction whose message type has edit targets: each message is gathered whole
-/// (it must be, to be edited), edited, re-framed and forwarded. Its declared length is charged to the
-/// gather budgets at its prefix, before a byte of it is stored, and the buffer grows only as bytes
-/// arrive (never past that length), so a client that declares more than it sends costs the budget,
-/// not memory. Window is released as bytes are consumed into the message, since a message larger
+/// Message mode, for a direction whose message type has edit targets: each message is held whole
+/// (it must be, to be edited), in the pieces it arrived in (not copied together: the stages read
+/// across them), edited, re-framed and forwarded. Its declared length is charged to the gather
+/// budgets at its prefix, before a byte of it is stored, and what is held grows only as bytes arrive
+/// (never past that length, see [`Builder`]), so a client that declares more than it sends costs the
+/// budget, not memory. Window is released as bytes are consumed into the message, since a message larger
 /// than the window could otherwise never complete; the next chunk is not read until the edited
 /// message was sent, so the sender is still held back by the receiver.
 async fn pump_messages(
@@ -191,7 +193,7 @@ async fn pump_messages(
 ) -> Result<BodyEnd, PumpError> {
     let mut header: Option<MessageHeader> = None;
     let mut whole: Option<Bytes> = None;
-    let mut gathered: Vec<u8> = Vec::new();
+    let mut gathered: Option<Builder> = None;
     // The charge of the message being gathered; those of messages edited but not yet sent.
     let mut charge: Option<Reservation> = None;
     let mut unsent: Vec<Reservation> = Vec::new();
@@ -212,19 +214,21 @@ async fn pump_messages(
                 FrameEvent::Body(body) => {
                     let declared = header.map_or(0, |h| h.len as usize);
                     // A message that arrives in one piece is edited in place, without a copy.
-                    if declared == body.len() && gathered.is_empty() {
+                    if declared == body.len() && gathered.is_none() {
                         whole = Some(body);
                     } else {
-                        grow_within(&mut gathered, body.len(), declared);
-                        gathered.extend_from_slice(&body);
+                        gathered
+                            .get_or_insert_with(|| Builder::gathering(declared))
+                            .push(body);
                     }
                 }
                 FrameEvent::End => {
                     let compressed = header.take().is_some_and(|h| h.compressed);
-                    // Complete, so length = capacity: the conversion keeps the allocation.
-                    let body = whole
-                        .take()
-                        .unwrap_or_else(|| Bytes::from(std::mem::take(&mut gathered)));
+                    let body = match (whole.take(), gathered.take()) {
+                        (Some(whole), _) => Chunks::from(whole),
+                        (None, Some(pieces)) => pieces.finish(),
+                        (None, None) => Chunks::default(),
+                    };
                     let (compressed, body) = edits
                         .flow
                         .process(compressed, body)
@@ -258,24 +262,10 @@ async fn pump_messages(
     finish_body(src, dst).await
 }
 
-/// Makes room in `buf` for `more` bytes of a message of `declared` bytes: at least doubling (so
-/// copies stay linear) but never past `declared`, the length its budget was charged for.
-fn grow_within(buf: &mut Vec<u8>, more: usize, declared: usize) {
-    let needed = buf.len() + more;
-    if needed <= buf.capacity() {
-        return;
-    }
-    // Small first steps: most messages arriving in pieces are a few DATA frames long.
-    let target = needed
-        .max(buf.capacity().saturating_mul(2))
-        .max(64 * 1024)
-        .min(declared.max(needed));
-    buf.reserve_exact(target - buf.len());
-}
-
-/// Frames one edited message: small ones as one buffer (one DATA frame), large ones as prefix + body
-/// so the body is not copied.
-fn frame_into(out: &mut Vec<Bytes>, compressed: bool, body: Bytes) -> Result<(), PumpError> {
+/// Frames one edited message: the prefix and the pieces shorter than 16 KiB are copied together (a
+/// DATA frame each would be wasteful), longer pieces are sent as they are.
+fn frame_into(out: &mut Vec<Bytes>, compressed: bool, body: Chunks) -> Result<(), PumpError> {
+    const COPY_BELOW: usize = 16 * 1024;
     let len = u32::try_from(body.len()).map_err(|_| {
         PumpError::Frame(FrameError::TooLarge {
             len: u32::MAX,
@@ -283,14 +273,20 @@ fn frame_into(out: &mut Vec<Bytes>, compressed: bool, body: Bytes) -> Result<(),
         })
     })?;
     let prefix = MessageHeader { compressed, len }.encode();
-    if body.len() < 16 * 1024 {
-        let mut framed = BytesMut::with_capacity(PREFIX_LEN + body.len());
-        framed.extend_from_slice(&prefix);
-        framed.extend_from_slice(&body);
-        out.push(framed.freeze());
-    } else {
-        out.push(Bytes::copy_from_slice(&prefix));
-        out.push(body);
+    let mut small = BytesMut::with_capacity(PREFIX_LEN + body.len().min(COPY_BELOW));
+    small.extend_from_slice(&prefix);
+    for piece in body.pieces() {
+        if piece.len() < COPY_BELOW {
+            small.extend_from_slice(piece);
+        } else {
+            if !small.is_empty() {
+                out.push(small.split().freeze());
+            }
+            out.push(piece.clone());
+        }
+    }
+    if !small.is_empty() {
+        out.push(small.freeze());
     }
     Ok(())
 }
@@ -352,35 +348,4 @@ pub async fn send_all(
             .map_err(PumpError::Dst)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    #[test]
-    fn a_gathered_buffer_grows_as_bytes_arrive_and_never_past_the_declared_length() {
-        let declared = 1_000_000;
-        let mut buf = Vec::new();
-        let mut capacities = Vec::new();
-        for piece in [16_384usize; 61].into_iter().chain([576]) {
-            grow_within(&mut buf, piece, declared);
-            buf.extend_from_slice(&vec![0; piece]);
-            assert!(
-                buf.capacity() <= declared,
-                "{} > {declared}",
-                buf.capacity()
-            );
-            capacities.push(buf.capacity());
-        }
-        assert_eq!(buf.len(), declared);
-        // Doubling from 64 KiB: a handful of reallocations, the last one exactly to the length.
-        capacities.dedup();
-        assert_eq!(capacities, [65_536, 131_072, 262_144, 524_288, declared]);
-        // A large message of which little arrives costs little: 64 KiB for its first piece.
-        let mut small = Vec::new();
-        grow_within(&mut small, 100, 100 * 1024 * 1024);
-        assert_eq!(small.capacity(), 64 * 1024);
-    }
 }

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::plan::{Action, MsgId, Plan, TextKind};
-use super::wire::{self, Field, Fields, Splice, WireError, WireType};
+use super::wire::{self, Chunks, Field, Fields, Source, Splice, WireError, WireType};
 
 /// Nesting depth beyond which a message is refused (protobuf's own default limit is 100).
 pub const MAX_DEPTH: usize = 100;
@@ -104,23 +104,52 @@ pub fn edit_message(
     editor: &dyn TextEditor,
     stats: &mut EditStats,
 ) -> Result<Bytes, EditError> {
+    let splices = walk(plan, message, &body[..], editor, stats)?;
+    Ok(wire::apply_bytes(body, splices))
+}
+
+/// Edits `body`, a message of type `message` held in pieces, without copying them together: the
+/// result shares every large untouched run with `body`, and is `body` itself when nothing changes.
+pub fn edit_chunks(
+    plan: &Plan,
+    message: MsgId,
+    body: &Chunks,
+    editor: &dyn TextEditor,
+    stats: &mut EditStats,
+) -> Result<Chunks, EditError> {
+    let splices = walk(plan, message, body, editor, stats)?;
+    Ok(body.spliced(splices))
+}
+
+/// The splices that edit `buf`, a message of type `message`.
+fn walk<S: Source + ?Sized>(
+    plan: &Plan,
+    message: MsgId,
+    buf: &S,
+    editor: &dyn TextEditor,
+    stats: &mut EditStats,
+) -> Result<Vec<Splice>, EditError> {
     let mut walk = Walk {
         plan,
-        buf: body,
+        buf,
         editor,
         stats,
         splices: Vec::new(),
         elements: Vec::new(),
     };
-    walk.message(message, 0, body.len(), 0)?;
-    Ok(wire::apply_bytes(body, walk.splices))
+    walk.message(message, 0, buf.len(), 0)?;
+    Ok(walk.splices)
 }
 
 /// The first value of a top-level namespace field of `body`, if any (the call's namespace when the
 /// request names it only in its body).
-pub fn top_level_namespace(plan: &Plan, message: MsgId, body: &[u8]) -> Option<String> {
+pub fn top_level_namespace<S: Source + ?Sized>(
+    plan: &Plan,
+    message: MsgId,
+    body: &S,
+) -> Option<String> {
     let message_plan = plan.message(message);
-    for field in Fields::new(body, 0, body.len()) {
+    for field in Fields::over(body, 0, body.len()) {
         let field = field.ok()?;
         let action = message_plan.action(field.number);
         if field.wire_type == WireType::Len
@@ -129,7 +158,7 @@ pub fn top_level_namespace(plan: &Plan, message: MsgId, body: &[u8]) -> Option<S
                 Some(Action::Text(TextKind::Namespace) | Action::Item(TextKind::Namespace))
             )
         {
-            return std::str::from_utf8(&body[field.value_start..field.end])
+            return std::str::from_utf8(&body.range(field.value_start, field.end))
                 .ok()
                 .map(str::to_owned);
         }
@@ -137,9 +166,9 @@ pub fn top_level_namespace(plan: &Plan, message: MsgId, body: &[u8]) -> Option<S
     None
 }
 
-struct Walk<'a> {
+struct Walk<'a, S: ?Sized> {
     plan: &'a Plan,
-    buf: &'a [u8],
+    buf: &'a S,
     editor: &'a dyn TextEditor,
     stats: &'a mut EditStats,
     splices: Vec<Splice>,
@@ -147,7 +176,7 @@ struct Walk<'a> {
     elements: Vec<(TextKind, bool)>,
 }
 
-impl Walk<'_> {
+impl<S: Source + ?Sized> Walk<'_, S> {
     /// Walks the message in `buf[start..end]`; returns how much its length changes.
     fn message(
         &mut self,
@@ -164,7 +193,7 @@ impl Walk<'_> {
             });
         }
         let mut delta = 0isize;
-        for field in Fields::new(self.buf, start, end) {
+        for field in Fields::over(self.buf, start, end) {
             let field = field.map_err(|source| EditError::Wire {
                 message: message.name.clone(),
                 source,
@@ -200,8 +229,8 @@ impl Walk<'_> {
 
     /// A string field; `item` when it is an element of a repeated string (removed when hidden).
     fn text(&mut self, kind: TextKind, field: &Field, item: bool) -> Result<isize, EditError> {
-        let value = &self.buf[field.value_start..field.end];
-        let edit = self.editor.edit(kind, value, self.stats)?;
+        let value = self.buf.range(field.value_start, field.end);
+        let edit = self.editor.edit(kind, &value, self.stats)?;
         if !item {
             // The element's last value of this kind decides, as the last occurrence of a field
             // is the one a decoder keeps.
@@ -264,14 +293,16 @@ impl Walk<'_> {
     ) -> Result<isize, EditError> {
         let mut encoding = 0;
         let mut data = None;
-        for field in Fields::new(self.buf, blob.value_start, blob.end) {
+        for field in Fields::over(self.buf, blob.value_start, blob.end) {
             let field = field.map_err(|source| EditError::Wire {
                 message: super::plan::DATA_BLOB.to_owned(),
                 source,
             })?;
             match (field.number, field.wire_type) {
                 (BLOB_ENCODING_FIELD, WireType::Varint) => {
-                    encoding = wire::read_varint(self.buf, field.value_start)
+                    encoding = self
+                        .buf
+                        .varint(field.value_start, field.end)
                         .map_err(|source| EditError::Wire {
                             message: super::plan::DATA_BLOB.to_owned(),
                             source,

@@ -5,7 +5,11 @@
 //! the original with these" — collected during a walk and applied in one pass by [`apply`], so every
 //! untouched byte is copied exactly once and only the lengths of changed ancestors are re-encoded.
 
+mod chunks;
+
 use bytes::Bytes;
+
+pub use chunks::{Builder, Chunks, Source, KEEP_RECEIVED, KEEP_UNTOUCHED};
 
 /// Largest nesting of groups skipped inside unknown fields.
 const MAX_GROUP_DEPTH: usize = 64;
@@ -104,9 +108,10 @@ pub fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-/// Iterator over the fields of the message in `buf[start..end]`.
-pub struct Fields<'a> {
-    buf: &'a [u8],
+/// Iterator over the fields of the message in `buf[start..end]`, of a contiguous buffer or of
+/// [`Chunks`].
+pub struct Fields<'a, S: Source + ?Sized = [u8]> {
+    buf: &'a S,
     pos: usize,
     end: usize,
     failed: bool,
@@ -114,6 +119,13 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(buf: &'a [u8], start: usize, end: usize) -> Self {
+        Fields::over(buf, start, end)
+    }
+}
+
+impl<'a, S: Source + ?Sized> Fields<'a, S> {
+    /// The fields of `buf[start..end]`, for any [`Source`].
+    pub fn over(buf: &'a S, start: usize, end: usize) -> Self {
         Self {
             buf,
             pos: start,
@@ -124,8 +136,8 @@ impl<'a> Fields<'a> {
 
     fn next_field(&mut self) -> Result<Field, WireError> {
         let start = self.pos;
-        let window = &self.buf[..self.end];
-        let (tag, after_tag) = read_varint(window, start)?;
+        let (buf, limit) = (self.buf, self.end);
+        let (tag, after_tag) = buf.varint(start, limit)?;
         let wire_type = WireType::from_tag(tag).ok_or(WireError::BadWireType {
             wire_type: (tag & 7) as u8,
             offset: start,
@@ -136,22 +148,22 @@ impl<'a> Fields<'a> {
         }
         let (len_start, value_start, end) = match wire_type {
             WireType::Varint => {
-                let (_, end) = read_varint(window, after_tag)?;
+                let (_, end) = buf.varint(after_tag, limit)?;
                 (after_tag, after_tag, end)
             }
-            WireType::I64 => (after_tag, after_tag, fixed(window, after_tag, 8)?),
-            WireType::I32 => (after_tag, after_tag, fixed(window, after_tag, 4)?),
+            WireType::I64 => (after_tag, after_tag, fixed(limit, after_tag, 8)?),
+            WireType::I32 => (after_tag, after_tag, fixed(limit, after_tag, 4)?),
             WireType::Len => {
-                let (len, value_start) = read_varint(window, after_tag)?;
+                let (len, value_start) = buf.varint(after_tag, limit)?;
                 let end = usize::try_from(len)
                     .ok()
                     .and_then(|len| value_start.checked_add(len))
-                    .filter(|end| *end <= self.end)
+                    .filter(|end| *end <= limit)
                     .ok_or(WireError::Truncated { offset: start, len })?;
                 (after_tag, value_start, end)
             }
             WireType::StartGroup => {
-                let end = skip_group(window, after_tag, number, 1)?;
+                let end = skip_group(buf, limit, after_tag, number, 1)?;
                 (after_tag, after_tag, end)
             }
             WireType::EndGroup => return Err(WireError::Group(start)),
@@ -168,7 +180,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-impl Iterator for Fields<'_> {
+impl<S: Source + ?Sized> Iterator for Fields<'_, S> {
     type Item = Result<Field, WireError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -181,9 +193,10 @@ impl Iterator for Fields<'_> {
     }
 }
 
-fn fixed(buf: &[u8], pos: usize, len: usize) -> Result<usize, WireError> {
+/// The end of a fixed-size value of `len` bytes at `pos`, which must not pass `limit`.
+fn fixed(limit: usize, pos: usize, len: usize) -> Result<usize, WireError> {
     let end = pos + len;
-    if end > buf.len() {
+    if end > limit {
         return Err(WireError::Truncated {
             offset: pos,
             len: len as u64,
@@ -192,32 +205,39 @@ fn fixed(buf: &[u8], pos: usize, len: usize) -> Result<usize, WireError> {
     Ok(end)
 }
 
-/// Skips a group's contents up to and including its matching end tag; returns the position after it.
-fn skip_group(buf: &[u8], mut pos: usize, number: u32, depth: usize) -> Result<usize, WireError> {
+/// Skips a group's contents up to and including its matching end tag (before `limit`); returns the
+/// position after it.
+fn skip_group<S: Source + ?Sized>(
+    buf: &S,
+    limit: usize,
+    mut pos: usize,
+    number: u32,
+    depth: usize,
+) -> Result<usize, WireError> {
     if depth > MAX_GROUP_DEPTH {
         return Err(WireError::Group(pos));
     }
     loop {
         let start = pos;
-        let (tag, after) = read_varint(buf, pos)?;
+        let (tag, after) = buf.varint(pos, limit)?;
         let wire_type = WireType::from_tag(tag).ok_or(WireError::BadWireType {
             wire_type: (tag & 7) as u8,
             offset: start,
         })?;
         let inner = (tag >> 3) as u32;
         pos = match wire_type {
-            WireType::Varint => read_varint(buf, after)?.1,
-            WireType::I64 => fixed(buf, after, 8)?,
-            WireType::I32 => fixed(buf, after, 4)?,
+            WireType::Varint => buf.varint(after, limit)?.1,
+            WireType::I64 => fixed(limit, after, 8)?,
+            WireType::I32 => fixed(limit, after, 4)?,
             WireType::Len => {
-                let (len, value_start) = read_varint(buf, after)?;
+                let (len, value_start) = buf.varint(after, limit)?;
                 usize::try_from(len)
                     .ok()
                     .and_then(|len| value_start.checked_add(len))
-                    .filter(|end| *end <= buf.len())
+                    .filter(|end| *end <= limit)
                     .ok_or(WireError::Truncated { offset: start, len })?
             }
-            WireType::StartGroup => skip_group(buf, after, inner, depth + 1)?,
+            WireType::StartGroup => skip_group(buf, limit, after, inner, depth + 1)?,
             WireType::EndGroup if inner == number => return Ok(after),
             WireType::EndGroup => return Err(WireError::Group(start)),
         };
@@ -277,18 +297,18 @@ impl Splice {
 
 /// Sets every top-level occurrence of length-delimited field `number` of `body` to `value`; the same
 /// `Bytes` when there is none or it already holds `value`.
-pub fn replace_top_level(body: &Bytes, number: u32, value: &[u8]) -> Result<Bytes, WireError> {
+pub fn replace_top_level(body: &Chunks, number: u32, value: &[u8]) -> Result<Chunks, WireError> {
     let mut splices = Vec::new();
-    for field in Fields::new(body, 0, body.len()) {
+    for field in Fields::over(body, 0, body.len()) {
         let field = field?;
         if field.number == number
             && field.wire_type == WireType::Len
-            && &body[field.value_start..field.end] != value
+            && *body.range(field.value_start, field.end) != *value
         {
             splices.push(Splice::len_value(&field, value));
         }
     }
-    Ok(apply_bytes(body, splices))
+    Ok(body.spliced(splices))
 }
 
 /// Applies non-overlapping splices (in any order) to `original` in one copy.
