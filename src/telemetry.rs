@@ -4,7 +4,7 @@
 //! their own target (`RUST_LOG=yamux=debug` works).
 //!
 //! Lines a client (or a misbehaving peer) can cause once per call or connection go through
-//! [`warn_limited!`]: at most [`LOG_BURST`] lines per [`LOG_INTERVAL`] from each call site, then one
+//! `warn_limited!`: at most `LOG_BURST` lines per `LOG_INTERVAL` from each call site, then one
 //! line `suppressed K similar messages` when the interval is over (or at shutdown), so a flood of bad
 //! requests cannot flood the log.
 
