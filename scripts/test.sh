@@ -67,7 +67,9 @@ fi
 echo "== minimum supported Rust version"
 # The library and binary only: the dev-dependencies (proptest, criterion) need newer compilers.
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
-rustup toolchain install "$msrv" --profile minimal --no-self-update
+# Installed once (a download); afterwards no network is needed.
+rustup run "$msrv" rustc --version >/dev/null 2>&1 ||
+    rustup toolchain install "$msrv" --profile minimal --no-self-update
 cargo "+$msrv" check --locked --lib --bins --target-dir target/msrv
 
 echo "== tests"
