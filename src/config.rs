@@ -59,23 +59,26 @@ pub struct ClusterConnectionConfig {
 /// Access control for a cluster connection. Applies to calls arriving from the remote side, and with
 /// `apply_to_local` also to calls the local cluster makes.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AclConfig {
     /// `Service.Method` patterns on the service's short name: `AdminService.*`,
     /// `WorkflowService.DescribeNamespace`, or `*` (the default).
-    #[serde(default = "all_methods")]
     pub allowed_methods: Vec<String>,
     /// Namespaces (local names) that calls may name and whose replication may cross; absent = all.
     /// Requests naming another namespace (by name or ID) are denied; replication tasks and
     /// `ListNamespaces` entries of other namespaces are dropped from responses.
-    #[serde(default)]
     pub allowed_namespaces: Option<Vec<String>>,
-    #[serde(default)]
     pub apply_to_local: bool,
 }
 
-fn all_methods() -> Vec<String> {
-    vec!["*".to_owned()]
+impl Default for AclConfig {
+    fn default() -> Self {
+        Self {
+            allowed_methods: vec!["*".to_owned()],
+            allowed_namespaces: None,
+            apply_to_local: false,
+        }
+    }
 }
 
 /// The local side: the listener the local Temporal server dials as "the remote cluster", and the
@@ -155,6 +158,8 @@ impl RemoteSideConfig {
     }
 }
 
+// `mux-client`'s optional keys. serde has no container default for an enum variant (nor one that
+// leaves a key required: `address` must stay a "missing field" error), hence a function per key.
 fn default_sessions() -> usize {
     4
 }
@@ -168,10 +173,9 @@ fn default_mux_backoff_max() -> Duration {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Tokio worker threads; 0 = one per CPU core.
-    #[serde(default)]
+    /// Tokio worker threads; 0 (the default) = one per CPU core.
     pub worker_threads: usize,
 }
 
@@ -184,48 +188,34 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter such as `info` or `strait=debug,h2=warn`; `RUST_LOG` overrides it.
-    #[serde(default = "LogConfig::default_level")]
     pub level: String,
-    #[serde(default)]
     pub format: LogFormat,
-}
-
-impl LogConfig {
-    fn default_level() -> String {
-        "info".to_owned()
-    }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: Self::default_level(),
-            format: LogFormat::default(),
+            level: "info".to_owned(),
+            format: LogFormat::Pretty,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin HTTP/1.1 listener (/livez, /readyz, /metrics).
-    #[serde(default = "AdminConfig::default_listen")]
     pub listen: String,
-}
-
-impl AdminConfig {
-    fn default_listen() -> String {
-        "127.0.0.1:9464".to_owned()
-    }
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
-            listen: Self::default_listen(),
+            // Loopback: the metrics and readiness of a proxy are not for the whole network.
+            listen: "127.0.0.1:9464".to_owned(),
         }
     }
 }
@@ -233,54 +223,42 @@ impl Default for AdminConfig {
 /// The descriptor set that guides rewriting: the embedded one (Temporal Server 1.32.0) unless `file`
 /// names another (e.g. dumped from another Temporal release with `strait descriptors dump`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DescriptorsConfig {
-    #[serde(default)]
     pub file: Option<PathBuf>,
 }
 
 /// Bounds on the whole process, over every listener and cluster connection.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProcessLimits {
     /// Bytes that messages held whole to be edited may take at once, over all connections; a
     /// message that would exceed it fails its call with RESOURCE_EXHAUSTED.
-    #[serde(default = "ProcessLimits::default_gather_bytes")]
     pub gather_bytes: u64,
-}
-
-impl ProcessLimits {
-    fn default_gather_bytes() -> u64 {
-        256 * 1024 * 1024
-    }
 }
 
 impl Default for ProcessLimits {
     fn default() -> Self {
         Self {
-            gather_bytes: Self::default_gather_bytes(),
+            // 256 MiB: four connections' worth of `connection_gather_bytes`, within a 2-core
+            // machine with a few GiB (README, "Messages held whole").
+            gather_bytes: 256 * 1024 * 1024,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long in-flight calls may run after SIGTERM/SIGINT before they are cut.
-    #[serde(default = "ShutdownConfig::default_grace", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub grace: Duration,
-}
-
-impl ShutdownConfig {
-    fn default_grace() -> Duration {
-        Duration::from_secs(30)
-    }
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
-            grace: Self::default_grace(),
+            grace: Duration::from_secs(30),
         }
     }
 }
@@ -379,6 +357,8 @@ impl UpstreamConfig {
         }
     }
 
+    // The optional keys' defaults, one function each: a container `#[serde(default)]` would make
+    // `name` and `address` optional too, and turn their "missing field" errors into other messages.
     fn default_connections() -> usize {
         1
     }
@@ -446,133 +426,68 @@ impl TranslateConfig {
 
 /// Bounds applied to every connection and call of a listener.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ListenerLimits {
     /// Open client connections; further ones are accepted and closed at once.
-    #[serde(default = "ListenerLimits::default_max_connections")]
     pub max_connections: usize,
     /// Concurrent calls per client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
-    #[serde(default = "ListenerLimits::default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
     /// Largest gRPC message, each way; larger ones fail the call with RESOURCE_EXHAUSTED.
-    #[serde(default = "ListenerLimits::default_max_message_bytes")]
     pub max_message_bytes: u32,
     /// Largest request message on a method whose requests are edited (they are held whole, not
     /// streamed); never more than `max_message_bytes`. Responses keep `max_message_bytes`.
-    #[serde(default = "ListenerLimits::default_max_edited_request_bytes")]
     pub max_edited_request_bytes: u32,
     /// Bytes that messages held whole to be edited (both ways) may take at once on one client
     /// connection; a message that would exceed it fails its call with RESOURCE_EXHAUSTED.
-    #[serde(default = "ListenerLimits::default_connection_gather_bytes")]
     pub connection_gather_bytes: u64,
     /// Largest header list (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
-    #[serde(default = "ListenerLimits::default_max_header_list_bytes")]
     pub max_header_list_bytes: u32,
     /// HTTP/2 flow-control window per stream: bytes in flight before the sender must wait.
-    #[serde(default = "ListenerLimits::default_stream_window")]
     pub stream_window_bytes: u32,
     /// HTTP/2 flow-control window per connection.
-    #[serde(default = "ListenerLimits::default_connection_window")]
     pub connection_window_bytes: u32,
     /// TLS handshake and HTTP/2 preface must complete within this.
-    #[serde(
-        default = "ListenerLimits::default_handshake_timeout",
-        with = "humantime_serde"
-    )]
+    #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// A connection with no call open for this long is closed with GOAWAY.
-    #[serde(
-        default = "ListenerLimits::default_idle_timeout",
-        with = "humantime_serde"
-    )]
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// HTTP/2 PING sent to clients this often; a missing pong after `keepalive_timeout` closes the
     /// connection, so calls on a dead peer (e.g. a long poll from a vanished worker) do not linger.
-    #[serde(
-        default = "ListenerLimits::default_keepalive_interval",
-        with = "humantime_serde"
-    )]
+    #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
-    #[serde(
-        default = "ListenerLimits::default_keepalive_timeout",
-        with = "humantime_serde"
-    )]
+    #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
     /// Upper bound on any call's duration. Unset (the default) = only the call's own `grpc-timeout`;
     /// when set, a call's own longer timeout still wins, so Temporal long polls are never cut short.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_call_duration: Option<Duration>,
     /// A call that could not send a byte for this long, because the receiving side granted no
     /// HTTP/2 flow-control window (a client that stopped reading), is failed and its upstream call
     /// cancelled. Quiet calls are not affected: long polls and idle streams have nothing to send.
-    #[serde(
-        default = "ListenerLimits::default_send_stall_timeout",
-        with = "humantime_serde"
-    )]
+    #[serde(with = "humantime_serde")]
     pub send_stall_timeout: Duration,
-}
-
-impl ListenerLimits {
-    fn default_max_connections() -> usize {
-        10_000
-    }
-    fn default_max_concurrent_streams() -> u32 {
-        1_000
-    }
-    fn default_max_message_bytes() -> u32 {
-        128 * 1024 * 1024
-    }
-    /// Temporal's frontend accepts requests of at most 4 MiB (grpc-go's default receive limit),
-    /// so holding a larger request whole would only end in the upstream refusing it.
-    fn default_max_edited_request_bytes() -> u32 {
-        4 * 1024 * 1024
-    }
-    fn default_connection_gather_bytes() -> u64 {
-        64 * 1024 * 1024
-    }
-    fn default_max_header_list_bytes() -> u32 {
-        64 * 1024
-    }
-    fn default_stream_window() -> u32 {
-        1024 * 1024
-    }
-    fn default_connection_window() -> u32 {
-        8 * 1024 * 1024
-    }
-    fn default_handshake_timeout() -> Duration {
-        Duration::from_secs(10)
-    }
-    fn default_idle_timeout() -> Duration {
-        Duration::from_secs(15 * 60)
-    }
-    fn default_keepalive_interval() -> Duration {
-        Duration::from_secs(60)
-    }
-    fn default_keepalive_timeout() -> Duration {
-        Duration::from_secs(20)
-    }
-    fn default_send_stall_timeout() -> Duration {
-        Duration::from_secs(60)
-    }
 }
 
 impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
-            max_connections: Self::default_max_connections(),
-            max_concurrent_streams: Self::default_max_concurrent_streams(),
-            max_message_bytes: Self::default_max_message_bytes(),
-            max_edited_request_bytes: Self::default_max_edited_request_bytes(),
-            connection_gather_bytes: Self::default_connection_gather_bytes(),
-            max_header_list_bytes: Self::default_max_header_list_bytes(),
-            stream_window_bytes: Self::default_stream_window(),
-            connection_window_bytes: Self::default_connection_window(),
-            handshake_timeout: Self::default_handshake_timeout(),
-            idle_timeout: Self::default_idle_timeout(),
-            keepalive_interval: Self::default_keepalive_interval(),
-            keepalive_timeout: Self::default_keepalive_timeout(),
+            max_connections: 10_000,
+            max_concurrent_streams: 1_000,
+            max_message_bytes: 128 * 1024 * 1024,
+            // Temporal's frontend accepts requests of at most 4 MiB (grpc-go's default receive
+            // limit), so holding a larger request whole would only end in the upstream refusing it.
+            max_edited_request_bytes: 4 * 1024 * 1024,
+            connection_gather_bytes: 64 * 1024 * 1024,
+            max_header_list_bytes: 64 * 1024,
+            stream_window_bytes: 1024 * 1024,
+            connection_window_bytes: 8 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15 * 60),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
             max_call_duration: None,
-            send_stall_timeout: Self::default_send_stall_timeout(),
+            send_stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -1166,6 +1081,125 @@ mod tests {
         assert_eq!(
             config.listeners[0].limits.send_stall_timeout,
             Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn every_optional_key_has_its_documented_default() {
+        // An empty file parses (validation then wants a listener): every section is its default.
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.runtime.worker_threads, 0);
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Pretty);
+        assert_eq!(config.admin.listen, "127.0.0.1:9464");
+        assert_eq!(config.limits.gather_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+        assert!(config.descriptors.file.is_none());
+        // An empty section is its default too.
+        let config: Config = toml::from_str("[log]\n[admin]\n[limits]\n[shutdown]\n").unwrap();
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.admin.listen, "127.0.0.1:9464");
+        assert_eq!(config.limits.gather_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+
+        let config = Config::parse(MINIMAL).unwrap();
+        let upstream = &config.upstreams[0];
+        assert_eq!(upstream.connections, 1);
+        assert_eq!(upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(upstream.backoff_initial, Duration::from_millis(100));
+        assert_eq!(upstream.backoff_max, Duration::from_secs(10));
+        assert_eq!(upstream.keepalive_interval, Duration::from_secs(30));
+        assert_eq!(upstream.keepalive_timeout, Duration::from_secs(10));
+        assert!(upstream.tls.is_none() && upstream.authority.is_none());
+        assert!(!upstream.gate_readiness);
+        assert_eq!(
+            format!("{upstream:?}"),
+            format!(
+                "{:?}",
+                UpstreamConfig::with_defaults("temporal".into(), "127.0.0.1:7233".into())
+            )
+        );
+        let limits = &config.listeners[0].limits;
+        assert_eq!(limits.max_connections, 10_000);
+        assert_eq!(limits.max_concurrent_streams, 1_000);
+        assert_eq!(limits.max_message_bytes, 128 * 1024 * 1024);
+        assert_eq!(limits.max_edited_request_bytes, 4 * 1024 * 1024);
+        assert_eq!(limits.connection_gather_bytes, 64 * 1024 * 1024);
+        assert_eq!(limits.max_header_list_bytes, 64 * 1024);
+        assert_eq!(limits.stream_window_bytes, 1024 * 1024);
+        assert_eq!(limits.connection_window_bytes, 8 * 1024 * 1024);
+        assert_eq!(limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(15 * 60));
+        assert_eq!(limits.keepalive_interval, Duration::from_secs(60));
+        assert_eq!(limits.keepalive_timeout, Duration::from_secs(20));
+        assert!(limits.max_call_duration.is_none());
+        assert_eq!(limits.send_stall_timeout, Duration::from_secs(60));
+        assert!(config.listeners[0].translate.is_empty());
+
+        let config = Config::parse(
+            r#"
+            [[cluster_connection]]
+            name = "a-b"
+            local = { listen = "127.0.0.1:7301", upstream = "127.0.0.1:7233" }
+            remote = { mode = "mux-client", address = "127.0.0.1:7400" }
+            acl = {}
+            "#,
+        )
+        .unwrap();
+        let connection = &config.cluster_connections[0];
+        let RemoteSideConfig::MuxClient {
+            sessions,
+            backoff_initial,
+            backoff_max,
+            tls,
+            gate_readiness,
+            ..
+        } = &connection.remote
+        else {
+            panic!("not mux-client: {:?}", connection.remote);
+        };
+        assert_eq!(*sessions, 4);
+        assert_eq!(*backoff_initial, Duration::from_millis(100));
+        assert_eq!(*backoff_max, Duration::from_secs(5));
+        assert!(tls.is_none() && !gate_readiness);
+        let acl = connection.acl.as_ref().unwrap();
+        assert_eq!(acl.allowed_methods, ["*"]);
+        assert!(acl.allowed_namespaces.is_none() && !acl.apply_to_local);
+        assert_eq!(
+            format!("{:?}", connection.limits),
+            format!("{:?}", ListenerLimits::default())
+        );
+    }
+
+    /// The README's configuration reference writes out every optional key with its default.
+    #[test]
+    fn the_readme_reference_shows_the_defaults() {
+        let readme = include_str!("../README.md");
+        let block = readme
+            .split("## Configuration reference")
+            .nth(1)
+            .and_then(|section| section.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .unwrap();
+        let documented = Config::parse(block).unwrap();
+        let defaults = Config::default();
+        let debug = |value: &dyn fmt::Debug| format!("{value:?}");
+        assert_eq!(debug(&documented.runtime), debug(&defaults.runtime));
+        assert_eq!(debug(&documented.log), debug(&defaults.log));
+        assert_eq!(debug(&documented.admin), debug(&defaults.admin));
+        assert_eq!(debug(&documented.limits), debug(&defaults.limits));
+        assert_eq!(debug(&documented.shutdown), debug(&defaults.shutdown));
+        let upstream = &documented.upstreams[0];
+        assert_eq!(
+            debug(upstream),
+            debug(&UpstreamConfig::with_defaults(
+                upstream.name.clone(),
+                upstream.address.clone()
+            ))
+        );
+        assert_eq!(
+            debug(&documented.listeners[0].limits),
+            debug(&ListenerLimits::default())
         );
     }
 

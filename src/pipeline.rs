@@ -15,8 +15,8 @@
 //! - **Fast path.** A direction no stage reads has no [`Flow`]: the relay streams its bytes without
 //!   gathering its messages.
 //!
-//! Stages, in order: [`acl`] (a cluster connection's namespace ACL and scope), [`translate`]
-//! (namespace and search-attribute names, UTF-8 repair), [`field_override`] (a fixed request field).
+//! Stages, in order: `acl` (a cluster connection's namespace ACL and scope), `translate`
+//! (namespace and search-attribute names, UTF-8 repair), `field_override` (a fixed request field).
 //!
 //! **Adding a stage** takes one module and one line: write a module with a type implementing
 //! [`StageFactory`] (what the stage is for one method, or nothing) and one implementing [`Stage`],

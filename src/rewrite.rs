@@ -248,7 +248,7 @@ impl Rewriter {
 }
 
 /// Edits string values: namespace and search-attribute names by map, queries by tokenizer, UTF-8.
-/// Shadowed names (see [`BiMap::shadowed`]) are refused in requests and hidden in responses.
+/// Shadowed names (see `BiMap::shadowed`) are refused in requests and hidden in responses.
 pub struct NameEditor<'a> {
     direction: Direction,
     namespaces: &'a BiMap,

@@ -1,8 +1,10 @@
 //! Logs: tracing with a pretty or JSON formatter on stderr; `RUST_LOG` overrides the configured filter.
-//! Colour codes only when stderr is a terminal, so files and pipes get plain text.
+//! Colour codes only when stderr is a terminal, so files and pipes get plain text. Records of the
+//! `log` crate (rustls, yamux) are forwarded to the same subscriber, under the same filter, with
+//! their own target (`RUST_LOG=yamux=debug` works).
 //!
 //! Lines a client (or a misbehaving peer) can cause once per call or connection go through
-//! [`warn_limited!`]: at most [`LOG_BURST`] lines per [`LOG_INTERVAL`] from each call site, then one
+//! `warn_limited!`: at most `LOG_BURST` lines per `LOG_INTERVAL` from each call site, then one
 //! line `suppressed K similar messages` when the interval is over (or at shutdown), so a flood of bad
 //! requests cannot flood the log.
 
@@ -10,6 +12,7 @@ use std::io::IsTerminal;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -21,11 +24,26 @@ pub fn init(config: &LogConfig) {
         .and_then(|env| EnvFilter::try_new(env).ok())
         .or_else(|| EnvFilter::try_new(&config.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    install(
+        config.format,
+        filter,
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
+    );
+}
+
+/// The global subscriber of [`init`], writing to `writer`. `try_init` (tracing-subscriber's
+/// `tracing-log` feature) also installs the `log` bridge, with `log`'s max level set from the
+/// filter, so the `log` calls the filter would drop (yamux traces every frame) cost a compare.
+fn install<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool)
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match config.format {
+        .with_ansi(ansi)
+        .with_writer(writer);
+    let _ = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -241,6 +259,33 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// The only test in this binary that installs the global subscriber (and the `log` bridge, which
+    /// is process-wide): other tests' events may land in its buffer too, hence the targets.
+    #[test]
+    fn log_records_reach_the_subscriber_under_the_same_filter() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let filter = EnvFilter::new("warn,bridge_test_debug=debug");
+        install(LogFormat::Pretty, filter, move || writer.clone(), false);
+        log::warn!(target: "bridge_test_warn", "a rustls-like warning");
+        log::info!(target: "bridge_test_warn", "an info line the filter drops");
+        log::debug!(target: "bridge_test_debug", "a debug line its directive keeps");
+        log::trace!(target: "bridge_test_debug", "a trace line below that directive");
+        let text = String::from_utf8(lock(&captured.0).clone()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("bridge_test")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("WARN"), "{text}");
+        assert!(
+            lines[0].contains("bridge_test_warn: a rustls-like warning"),
+            "the record's own target, not `log`: {text}"
+        );
+        assert!(lines[1].contains("DEBUG"), "{text}");
+        assert!(
+            lines[1].contains("a debug line its directive keeps"),
+            "{text}"
+        );
     }
 
     #[test]

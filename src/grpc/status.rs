@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-/// The gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+/// The gRPC status codes (<https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     Ok = 0,

@@ -18,7 +18,7 @@
 //! - **Hidden elements**: list elements dropped from a response when they name something the
 //!   listener's clients cannot see ([`Action::Element`], [`Action::Item`]): map entries keyed or
 //!   valued by a search attribute, elements of repeated search-attribute strings, and entries of
-//!   lists of [`HIDING_ELEMENTS`] (by their namespace name).
+//!   lists of `HIDING_ELEMENTS` (by their namespace name).
 //!
 //! Fields whose names mention a namespace or search attribute but are deliberately left alone are
 //! listed with the reason in [`LEFT_ALONE`]; a test fails on any field that is in neither list.
@@ -194,7 +194,7 @@ pub enum Action {
     Message(MsgId),
     /// An element of a list or map that is dropped when a value of the given kind inside it is
     /// hidden from clients: map entries keyed or valued by a search attribute, and the namespaces
-    /// of [`HIDING_ELEMENTS`].
+    /// of `HIDING_ELEMENTS`.
     Element(MsgId, TextKind),
     /// A `DataBlob` whose proto3 data is a `History` (the id is History's plan).
     HistoryBlob(MsgId),

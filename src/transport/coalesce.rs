@@ -8,12 +8,12 @@
 //! flush: it wakes its own task and returns `Pending`. A task that wakes itself is requeued at the
 //! back of the run queue, so every call task already runnable queues its frames first, and h2
 //! encodes them when it runs again. The flush goes through once the buffer holds
-//! [`FLUSH_AT_BYTES`] or a deferral added nothing, so a flush is deferred only while it makes the
+//! `FLUSH_AT_BYTES` or a deferral added nothing, so a flush is deferred only while it makes the
 //! batch grow, always with a wake-up: nothing stalls, and on an idle runtime the task is polled
 //! again at once.
 //!
 //! **Reads.** h2 reads 8–16 KiB at a time. While a connection carries bulk data (a read filled the
-//! whole buffer h2 offered), reads go through a [`READ_AHEAD_BYTES`] buffer instead; the buffer is
+//! whole buffer h2 offered), reads go through a `READ_AHEAD_BYTES` buffer instead; the buffer is
 //! dropped as soon as the traffic is small again, so idle and small-message connections hold none.
 
 use std::io::{self, IoSlice};
