@@ -6,7 +6,7 @@
 # errors, memory and tasks plateau) and a bounded fuzzing run of every fuzz target.
 #
 # `scripts/test.sh --fast`: the edit-compile-test loop, in a few minutes: formatting, clippy, rustdoc,
-# the unit tests and the in-process integration tests. No setup, MSRV build, processes, Temporal,
+# the unit tests and the in-process integration tests. No setup, processes, Temporal,
 # soak or fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,14 +63,6 @@ if $fast; then
     summary target/test-fast.log
     exit 0
 fi
-
-echo "== minimum supported Rust version"
-# The library and binary only: the dev-dependencies (proptest, criterion) need newer compilers.
-msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
-# Installed once (a download); afterwards no network is needed.
-rustup run "$msrv" rustc --version >/dev/null 2>&1 ||
-    rustup toolchain install "$msrv" --profile minimal --no-self-update
-cargo "+$msrv" check --locked --lib --bins --target-dir target/msrv
 
 echo "== tests"
 cargo test --locked --all-features --no-fail-fast 2>&1 | tee target/test.log
