@@ -18,8 +18,10 @@
 //! - `transport`: accepting (`listen`), dialing (`connect`) and rustls settings (`tls`).
 //! - `relay`: the HTTP/2 relay: `server`, `call`, `pump` (flow control), `upstream` (pool).
 //! - `grpc`: message framing, status codes and trailers, `grpc-timeout`, method paths.
+//! - `wire`: the protobuf wire format, the only code touching tags/varints/lengths (shared by
+//!   `rewrite` and `access`).
 //! - `rewrite`: descriptor-guided wire edits (namespace and search-attribute names, UTF-8 repair):
-//!   `plan`, `wire` (the only code touching tags/varints/lengths), `walker`, `query`, `status_details`.
+//!   `plan`, `walker`, `query`, `status_details`.
 //! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set and how it is dumped.
 //! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names, logs.
 //! - `signals`: SIGTERM/SIGINT drain (a second one exits at once); SIGHUP/SIGUSR1/SIGUSR2 are logged.
@@ -40,6 +42,7 @@ pub mod rewrite;
 pub mod signals;
 pub mod telemetry;
 pub mod transport;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

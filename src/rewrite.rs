@@ -5,8 +5,8 @@
 //! targets are refused in requests, and colliding upstream names are dropped from responses' lists.
 //!
 //! - `plan`: which fields of which message types are targets (compiled once from the descriptor set).
-//! - `walker`: one pass over a message's bytes, producing splices; `wire`: the only code that touches
-//!   tags, varints and lengths.
+//! - `walker`: one pass over a message's bytes, producing splices with `crate::wire` (the only code
+//!   that touches tags, varints and lengths).
 //! - `query`: search-attribute names inside visibility queries.
 //! - `status_details`: namespaces and search attributes inside `grpc-status-details-bin` and
 //!   `grpc-message`.
@@ -16,7 +16,6 @@ pub mod query;
 pub mod reference;
 pub mod status_details;
 pub mod walker;
-pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -27,6 +26,7 @@ use prost_reflect::DescriptorPool;
 use self::plan::{MsgId, Plan, Targets, TextKind};
 use self::walker::{EditError, EditStats, TextEdit, TextEditor, Unknown};
 use crate::config::TranslateConfig;
+use crate::wire;
 
 /// A one-to-one name mapping, usable both ways.
 #[derive(Debug, Clone, Default)]

@@ -20,7 +20,7 @@ use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
 use crate::rewrite::plan::{classify_string, TextKind};
 use crate::rewrite::walker::{EditError, MAX_DEPTH};
-use crate::rewrite::wire::{self, Field, Fields, Splice, WireType};
+use crate::wire::{self, Field, Fields, Splice, WireType};
 
 /// What a judged list element is, for errors and the `kind` label of denial metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::plan::{Action, MsgId, Plan, TextKind};
-use super::wire::{self, Field, Fields, Splice, WireError, WireType};
+use crate::wire::{self, Field, Fields, Splice, WireError, WireType};
 
 /// Nesting depth beyond which a message is refused (protobuf's own default limit is 100).
 pub const MAX_DEPTH: usize = 100;
