@@ -20,6 +20,8 @@
 //! - `grpc`: message framing, status codes and trailers, `grpc-timeout`, method paths.
 //! - `wire`: the protobuf wire format, the only code touching tags/varints/lengths (shared by
 //!   `rewrite` and `access`).
+//! - `classify`: which string fields of Temporal's messages hold namespace names, search-attribute
+//!   names and queries (shared by `rewrite` and `access`).
 //! - `rewrite`: descriptor-guided wire edits (namespace and search-attribute names, UTF-8 repair):
 //!   `plan`, `walker`, `query`, `status_details`.
 //! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set and how it is dumped.
@@ -30,6 +32,7 @@
 
 pub mod access;
 pub mod admin;
+pub(crate) mod classify;
 pub mod cluster;
 pub mod config;
 pub mod descriptor_set;

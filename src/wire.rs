@@ -7,6 +7,9 @@
 
 use bytes::Bytes;
 
+/// Nesting depth beyond which a message is refused (protobuf's own default limit is 100).
+pub const MAX_DEPTH: usize = 100;
+
 /// Largest nesting of groups skipped inside unknown fields.
 const MAX_GROUP_DEPTH: usize = 64;
 

@@ -20,8 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::resolver::{NamespaceResolver, ResolveError};
-use super::scope::{ElementKind, MethodScope, NamespaceRef, ScopePlan};
-use crate::rewrite::walker::EditError;
+use super::scope::{ElementKind, MethodScope, NamespaceRef, ScopeError, ScopePlan};
 
 /// How the names in a message relate to the local cluster's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +39,7 @@ pub enum AccessError {
     #[error("{0}")]
     Unresolved(#[from] ResolveError),
     #[error("{0}")]
-    Malformed(#[from] EditError),
+    Malformed(#[from] ScopeError),
 }
 
 /// The namespaces a cluster connection lets through, and how to see names as local names.
