@@ -26,7 +26,19 @@ use prost_reflect::DescriptorPool;
 use self::plan::{MsgId, Plan, Targets, TextKind};
 use self::walker::{EditError, EditStats, TextEdit, TextEditor, Unknown};
 use crate::config::TranslateConfig;
+use crate::metrics::RewriteCounts;
 use crate::wire;
+
+impl From<&EditStats> for RewriteCounts {
+    fn from(stats: &EditStats) -> Self {
+        RewriteCounts {
+            namespaces: stats.namespaces,
+            search_attributes: stats.search_attributes,
+            queries: stats.queries,
+            utf8_repairs: stats.utf8_repairs,
+        }
+    }
+}
 
 /// A one-to-one name mapping, usable both ways.
 #[derive(Debug, Clone, Default)]

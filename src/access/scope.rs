@@ -49,15 +49,6 @@ pub enum ElementKind {
     NamespaceEntry,
 }
 
-impl ElementKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ElementKind::ReplicationTask => "replication_task",
-            ElementKind::NamespaceEntry => "namespace_entry",
-        }
-    }
-}
-
 /// Element types of repeated response fields that are judged one by one: a denied element is
 /// dropped and the rest of the message goes on (a replication stream keeps flowing for the allowed
 /// namespaces; its watermarks move past the dropped tasks, so they are never re-sent).
