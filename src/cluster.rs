@@ -36,6 +36,7 @@ use crate::telemetry::warn_limited;
 use crate::transport::connect::Connector;
 use crate::transport::listen::Listener;
 use crate::transport::mux::{spawn_session, Role, SessionSet};
+use crate::transport::tls::ServerTls;
 use crate::transport::BoxIo;
 use crate::StartError;
 
@@ -209,12 +210,13 @@ pub async fn start_link(
             let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
             let upstream = upstream_config(format!("{name}-mux"), address, tls.clone(), *count);
-            let connector = Connector::with_alpn(&upstream, MUX_ALPN).map_err(|source| {
-                StartError::Upstream {
-                    name: format!("{name}-mux"),
-                    source: Box::new(source),
-                }
-            })?;
+            let connector =
+                Connector::with_alpn(&(&upstream).into(), MUX_ALPN).map_err(|source| {
+                    StartError::Upstream {
+                        name: format!("{name}-mux"),
+                        source: Box::new(source),
+                    }
+                })?;
             for slot in 0..*count {
                 let dialer = MuxDialer {
                     connector: connector.clone(),
@@ -238,6 +240,7 @@ pub async fn start_link(
             )
         }
         RemoteSideConfig::MuxServer { listen, tls, .. } => {
+            let tls = tls.as_ref().map(ServerTls::from);
             let listener = Listener::bind_with_alpn(listen, tls.as_ref(), MUX_ALPN)
                 .await
                 .map_err(fail)?;

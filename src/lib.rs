@@ -67,6 +67,7 @@ use crate::relay::ListenerContext;
 use crate::rewrite::{PlanCache, Rewriter};
 use crate::transport::connect::ConnectError;
 use crate::transport::listen::{ListenError, Listener};
+use crate::transport::tls::ServerTls;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ impl Running {
 /// Binds every listener and the admin port, starts the upstream pools, and serves until `shutdown`.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let prometheus = metrics::install();
-    for (key, warning) in transport::validity::warnings(config, transport::validity::now()) {
+    for (key, warning) in config.certificate_warnings(transport::validity::now()) {
         warn!(%key, "{warning}");
     }
     let lifecycle = Lifecycle {
@@ -178,7 +179,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // Bind everything first so that a busy port fails the start before any traffic is accepted.
     let mut bound = Vec::new();
     for listener_config in &config.listeners {
-        let listener = Listener::bind(&listener_config.listen, listener_config.tls.as_ref())
+        let tls = listener_config.tls.as_ref().map(ServerTls::from);
+        let listener = Listener::bind(&listener_config.listen, tls.as_ref())
             .await
             .map_err(|source| StartError::Listener {
                 name: listener_config.name.clone(),

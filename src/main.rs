@@ -112,7 +112,7 @@ fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) ->
     writeln!(out, "{}: OK", path.display())?;
     // Valid, but a certificate out of its dates (or nearly) is refused by peers: say so loudly.
     let now = strait::transport::validity::now();
-    for (key, warning) in strait::transport::validity::warnings(config, now) {
+    for (key, warning) in config.certificate_warnings(now) {
         eprintln!("{}: warning: {key}: {warning}", path.display());
     }
     for upstream in &config.upstreams {

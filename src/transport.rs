@@ -1,6 +1,8 @@
 //! Bytes in and out: accepting client connections (`listen`), dialing upstreams (`connect`), the
 //! rustls configurations both use (`tls`) and certificate validity dates (`validity`). Everything
-//! above this layer sees one boxed byte stream.
+//! above this layer sees one boxed byte stream. Its settings are its own types (`tls::ServerTls`,
+//! `tls::ClientTls`, `connect::ConnectSettings`): `config` converts into them, and nothing here
+//! reads the config.
 
 pub mod coalesce;
 pub mod connect;

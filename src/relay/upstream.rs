@@ -178,7 +178,12 @@ impl UpstreamPool {
         stop: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Self>, ConnectError> {
-        Self::start_with(config, Dialer::Tcp(Connector::new(config)?), stop, tracker)
+        Self::start_with(
+            config,
+            Dialer::Tcp(Connector::new(&config.into())?),
+            stop,
+            tracker,
+        )
     }
 
     /// Like [`start`](Self::start), with connections made by `dialer` (e.g. streams of a mux link).
