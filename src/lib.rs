@@ -89,8 +89,11 @@ pub enum StartError {
     },
     #[error("descriptor set: {0}")]
     Descriptors(Box<descriptor_set::DescriptorError>),
-    #[error("cluster connection {name:?}: acl: {message}")]
-    Acl { name: String, message: String },
+    #[error("cluster connection {name:?}: {source}")]
+    Link {
+        name: String,
+        source: Box<cluster::LinkError>,
+    },
     #[error("listener {listener:?} names unknown upstream {upstream:?}")]
     UnknownUpstream { listener: String, upstream: String },
 }
@@ -266,7 +269,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             gather_budget: &gather_budget,
         };
         for connection in &config.cluster_connections {
-            let started = cluster::start_link(connection, &mut link).await?;
+            let started = cluster::start_link(connection, &mut link)
+                .await
+                .map_err(|source| StartError::Link {
+                    name: connection.name.clone(),
+                    source: Box::new(source),
+                })?;
             link_addresses.extend(started.addresses);
             links.push(started.status);
         }

@@ -4,6 +4,7 @@
 //! `tls::ClientTls`, `connect::ConnectSettings`): `config` converts into them, and nothing here
 //! reads the config.
 
+pub mod backoff;
 pub mod coalesce;
 pub mod connect;
 pub mod listen;
