@@ -185,6 +185,15 @@ pub enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for crate::telemetry::Format {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Pretty => crate::telemetry::Format::Pretty,
+            LogFormat::Json => crate::telemetry::Format::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {

@@ -376,7 +376,7 @@ const EXIT_GRACE_EXPIRED: u8 = 3;
 const EXIT_SECOND_SIGNAL: u8 = 4;
 
 fn run(config: Config) -> ExitCode {
-    strait::telemetry::init(&config.log);
+    strait::telemetry::init(&config.log.level, config.log.format.into());
     // One worker: the current-thread scheduler. No work stealing, no cross-thread wake-ups, and the
     // thread that accepts also relays (the multi-thread runtime would keep a second, mostly idle
     // thread for `block_on`).

@@ -12,22 +12,28 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+/// How log lines are written (the config's `log.format` converts into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Pretty,
+    Json,
+}
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
-pub fn init(config: &LogConfig) {
+/// Installs the global subscriber with `level` as the filter (unless `RUST_LOG` is set); a second
+/// call (tests) is a no-op.
+pub fn init(level: &str, format: Format) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|env| EnvFilter::try_new(env).ok())
-        .or_else(|| EnvFilter::try_new(&config.level).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match config.format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
+    let _ = match format {
+        Format::Pretty => builder.try_init(),
+        Format::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
