@@ -14,8 +14,10 @@
 //! RPCs this build has never heard of pass through like any other.
 //!
 //! ## Layout
-//! - `config`: the TOML schema, defaults and `validate()` (every problem, with its key).
-//! - `transport`: accepting (`listen`), dialing (`connect`) and rustls settings (`tls`).
+//! - `config`: the TOML schema, defaults and `validate()` (every problem, with its key); it converts
+//!   into the settings types of `transport` and `telemetry`, which read no config.
+//! - `transport`: accepting (`listen`), dialing (`connect`), rustls settings (`tls`), certificate
+//!   dates (`validity`), redial `backoff`, and mux links (`mux`: sessions, `mux::accept`, `mux::dial`).
 //! - `relay`: the HTTP/2 relay: `server`, `call`, `pump` (flow control), `upstream` (pool).
 //! - `grpc`: message framing, status codes and trailers, `grpc-timeout`, method paths.
 //! - `wire`: the protobuf wire format, the only code touching tags/varints/lengths (shared by
@@ -25,7 +27,9 @@
 //! - `rewrite`: descriptor-guided wire edits (namespace and search-attribute names, UTF-8 repair):
 //!   `plan`, `walker`, `query`, `status_details`.
 //! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set and how it is dumped.
-//! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names, logs.
+//! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names (with their own label
+//!   types: `metrics` imports no other module), logs.
+//! - `cluster`: cluster connections, wired from the pieces above.
 //! - `signals`: SIGTERM/SIGINT drain (a second one exits at once); SIGHUP/SIGUSR1/SIGUSR2 are logged.
 
 #![forbid(unsafe_code)]
