@@ -46,8 +46,8 @@ use strait::config::TranslateConfig;
 use strait::rewrite::plan::MsgId;
 use strait::rewrite::plan::{Action, Targets, DATA_BLOB, HISTORY, HISTORY_BLOB_FIELDS};
 use strait::rewrite::walker::EditStats;
-use strait::rewrite::wire::Chunks;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
+use strait::wire::Chunks;
 
 use fixtures::{Builder, Content, Fixture};
 

@@ -9,6 +9,9 @@
 //! In the mux modes one side dials (`mux-client`, `sessions` yamux sessions over TCP+TLS) and the other
 //! accepts (`mux-server`); every session carries HTTP/2 connections opened by either side, so calls
 //! flow both ways over links that only one side accepts.
+//!
+//! This module only wires the pieces together: the mux ends (`transport::mux::{accept, dial}`), the
+//! upstream pools, the pipelines and the listeners' serve loops.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, info_span, Instrument};
 
 use crate::access::namespaces::{NameSide, NamespaceAcl, NamespacePolicy};
 use crate::access::resolver::NamespaceResolver;
@@ -32,15 +35,30 @@ use crate::relay::upstream::{Dialer, UpstreamPool};
 use crate::relay::ListenerContext;
 use crate::rewrite::FieldOverride;
 use crate::rewrite::{PlanCache, Rewriter};
-use crate::telemetry::warn_limited;
-use crate::transport::connect::Connector;
-use crate::transport::listen::Listener;
-use crate::transport::mux::{spawn_session, Role, SessionSet};
+use crate::transport::backoff::Backoff;
+use crate::transport::connect::{ConnectError, Connector};
+use crate::transport::listen::{ListenError, Listener};
+use crate::transport::mux::{self, SessionSet};
+use crate::transport::tls::ServerTls;
 use crate::transport::BoxIo;
-use crate::StartError;
 
-/// ALPN of mux links, so that a mux port never mistakes an HTTP/2 client for a peer (or vice versa).
-pub const MUX_ALPN: &[u8] = b"strait-mux/1";
+/// Why a cluster connection could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// One of its ports could not be bound (or its TLS settings used).
+    #[error("{0}")]
+    Listen(Box<ListenError>),
+    /// One of its sides could not be dialled as configured (TLS settings).
+    #[error("upstream {name:?}: {source}")]
+    Upstream {
+        name: String,
+        source: Box<ConnectError>,
+    },
+    #[error("acl: {0}")]
+    Acl(String),
+    #[error("local.advertised_address: {0}")]
+    AdvertisedAddress(String),
+}
 /// Inbound streams a link's sessions may queue before the listener side takes them.
 const INBOUND_BACKLOG: usize = 256;
 
@@ -151,12 +169,9 @@ fn rewriter(config: &TranslateConfig, link: &mut LinkContext<'_>) -> Option<Arc<
 pub async fn start_link(
     config: &ClusterConnectionConfig,
     link: &mut LinkContext<'_>,
-) -> Result<StartedLink, StartError> {
+) -> Result<StartedLink, LinkError> {
     let name = &config.name;
-    let fail = |source| StartError::Listener {
-        name: name.clone(),
-        source: Box::new(source),
-    };
+    let fail = |source| LinkError::Listen(Box::new(source));
     let local_listener = Listener::bind(&config.local.listen, None)
         .await
         .map_err(fail)?;
@@ -170,7 +185,7 @@ pub async fn start_link(
         link.stop_background.clone(),
         link.background,
     )
-    .map_err(|source| StartError::Upstream {
+    .map_err(|source| LinkError::Upstream {
         name: format!("{name}-local"),
         source: Box::new(source),
     })?;
@@ -191,7 +206,7 @@ pub async fn start_link(
                 link.stop_background.clone(),
                 link.background,
             )
-            .map_err(|source| StartError::Upstream {
+            .map_err(|source| LinkError::Upstream {
                 name: format!("{name}-remote"),
                 source: Box::new(source),
             })?;
@@ -209,23 +224,23 @@ pub async fn start_link(
             let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
             let upstream = upstream_config(format!("{name}-mux"), address, tls.clone(), *count);
-            let connector = Connector::with_alpn(&upstream, MUX_ALPN).map_err(|source| {
-                StartError::Upstream {
-                    name: format!("{name}-mux"),
-                    source: Box::new(source),
-                }
-            })?;
+            let connector =
+                Connector::with_alpn(&(&upstream).into(), mux::ALPN).map_err(|source| {
+                    LinkError::Upstream {
+                        name: format!("{name}-mux"),
+                        source: Box::new(source),
+                    }
+                })?;
             for slot in 0..*count {
-                let dialer = MuxDialer {
-                    connector: connector.clone(),
-                    sessions: Arc::clone(&set),
-                    inbound: inbound_tx.clone(),
-                    stop: link.stop_background.clone(),
-                    backoff_initial: *backoff_initial,
-                    backoff_max: *backoff_max,
-                };
+                let dial = mux::dial::run(
+                    connector.clone(),
+                    Arc::clone(&set),
+                    inbound_tx.clone(),
+                    Backoff::new(*backoff_initial, *backoff_max),
+                    link.stop_background.clone(),
+                );
                 let span = info_span!("mux", link = %name, slot);
-                link.background.spawn(dialer.run().instrument(span));
+                link.background.spawn(dial.instrument(span));
             }
             remote_status = RemoteStatus::MuxClient {
                 address: address.clone(),
@@ -238,48 +253,22 @@ pub async fn start_link(
             )
         }
         RemoteSideConfig::MuxServer { listen, tls, .. } => {
-            let listener = Listener::bind_with_alpn(listen, tls.as_ref(), MUX_ALPN)
+            let tls = tls.as_ref().map(ServerTls::from);
+            let listener = Listener::bind_with_alpn(listen, tls.as_ref(), mux::ALPN)
                 .await
                 .map_err(fail)?;
             let bound = local_addr(&listener, name)?;
             addresses.push((format!("{name}.mux"), bound));
             let set = SessionSet::for_link(name);
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
-            let stop = link.stop_background.clone();
-            let accepted = Arc::clone(&set);
             let span = info_span!("mux", link = %name, role = "server");
             link.background.spawn(
-                async move {
-                    let handshaker = listener.handshaker();
-                    loop {
-                        let (tcp, peer) = tokio::select! {
-                            _ = stop.cancelled() => return,
-                            accepted = listener.accept() => match accepted {
-                                Ok(pair) => pair,
-                                Err(err) => {
-                                    warn_limited!(error = %err, "mux accept failed");
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
-                                    continue;
-                                }
-                            },
-                        };
-                        let (handshaker, accepted, inbound, stop) = (
-                            handshaker.clone(),
-                            Arc::clone(&accepted),
-                            inbound_tx.clone(),
-                            stop.clone(),
-                        );
-                        tokio::spawn(async move {
-                            match handshaker.handshake(tcp, Duration::from_secs(10)).await {
-                                Ok(io) => {
-                                    info!(%peer, "mux session accepted");
-                                    accepted.add(spawn_session(io, Role::Server, inbound, stop));
-                                }
-                                Err(err) => warn_limited!(%peer, error = %err, "mux peer refused"),
-                            }
-                        });
-                    }
-                }
+                mux::accept::run(
+                    listener,
+                    Arc::clone(&set),
+                    inbound_tx,
+                    link.stop_background.clone(),
+                )
                 .instrument(span),
             );
             remote_status = RemoteStatus::MuxServer {
@@ -296,12 +285,8 @@ pub async fn start_link(
 
     let methods = match &config.acl {
         Some(acl) => Some(Arc::new(
-            crate::access::MethodPolicy::new(&acl.allowed_methods).map_err(|err| {
-                StartError::Acl {
-                    name: name.clone(),
-                    message: err.to_string(),
-                }
-            })?,
+            crate::access::MethodPolicy::new(&acl.allowed_methods)
+                .map_err(|err| LinkError::Acl(err.to_string()))?,
         )),
         None => None,
     };
@@ -328,11 +313,10 @@ pub async fn start_link(
         Some(address) => Some(
             link.descriptors
                 .and_then(|pool| FieldOverride::frontend_address(pool, address))
-                .ok_or_else(|| StartError::Acl {
-                    name: name.clone(),
-                    message: "local.advertised_address needs AddOrUpdateRemoteClusterRequest \
-                              in the descriptor set"
-                        .into(),
+                .ok_or_else(|| {
+                    LinkError::AdvertisedAddress(
+                        "needs AddOrUpdateRemoteClusterRequest in the descriptor set".into(),
+                    )
                 })?,
         ),
         None => None,
@@ -415,7 +399,7 @@ fn namespace_acl(
     listener: String,
     request_names: NameSide,
     link: &mut LinkContext<'_>,
-) -> Result<Option<Arc<NamespaceAcl>>, StartError> {
+) -> Result<Option<Arc<NamespaceAcl>>, LinkError> {
     let Some(allowed) = config
         .acl
         .as_ref()
@@ -423,10 +407,7 @@ fn namespace_acl(
     else {
         return Ok(None);
     };
-    let fail = |message: String| StartError::Acl {
-        name: config.name.clone(),
-        message,
-    };
+    let fail = LinkError::Acl;
     let pool = link
         .descriptors
         .ok_or_else(|| fail("acl.allowed_namespaces needs the descriptor set".into()))?;
@@ -453,16 +434,13 @@ enum Inbound {
     Streams(mpsc::Receiver<BoxIo>),
 }
 
-fn local_addr(listener: &Listener, name: &str) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Listener {
-            name: name.to_owned(),
-            source: Box::new(crate::transport::listen::ListenError::Bind {
-                address: name.to_owned(),
-                source,
-            }),
-        })
+fn local_addr(listener: &Listener, name: &str) -> Result<SocketAddr, LinkError> {
+    listener.local_addr().map_err(|source| {
+        LinkError::Listen(Box::new(ListenError::Bind {
+            address: name.to_owned(),
+            source,
+        }))
+    })
 }
 
 fn mux_pool(
@@ -471,7 +449,7 @@ fn mux_pool(
     sessions: &Arc<SessionSet>,
     connections: usize,
     link: &mut LinkContext<'_>,
-) -> Result<Arc<UpstreamPool>, StartError> {
+) -> Result<Arc<UpstreamPool>, LinkError> {
     let config = upstream_config(format!("{name}-remote"), label, None, connections);
     let dialer = Dialer::Mux {
         sessions: Arc::clone(sessions),
@@ -484,57 +462,8 @@ fn mux_pool(
         link.stop_background.clone(),
         link.background,
     )
-    .map_err(|source| StartError::Upstream {
+    .map_err(|source| LinkError::Upstream {
         name: format!("{name}-remote"),
         source: Box::new(source),
     })
-}
-
-/// One session slot of a mux client: dial, run the session until it ends, redial with jittered
-/// exponential backoff.
-struct MuxDialer {
-    connector: Connector,
-    sessions: Arc<SessionSet>,
-    inbound: mpsc::Sender<BoxIo>,
-    stop: CancellationToken,
-    backoff_initial: Duration,
-    backoff_max: Duration,
-}
-
-impl MuxDialer {
-    async fn run(self) {
-        let (initial, max) = (self.backoff_initial, self.backoff_max);
-        let mut backoff = initial;
-        loop {
-            let dialed = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                dialed = self.connector.connect() => dialed,
-            };
-            match dialed {
-                Ok(io) => {
-                    info!(address = %self.connector.address(), "mux session up");
-                    let session =
-                        spawn_session(io, Role::Client, self.inbound.clone(), self.stop.clone());
-                    self.sessions.add(session.clone());
-                    let since = tokio::time::Instant::now();
-                    session.closed().await;
-                    if self.stop.is_cancelled() {
-                        return;
-                    }
-                    warn!(address = %self.connector.address(), "mux session lost; redialling");
-                    if since.elapsed() >= Duration::from_secs(1) {
-                        backoff = initial;
-                        continue;
-                    }
-                }
-                Err(err) => warn!(error = %err, retry_in = ?backoff, "mux dial failed"),
-            }
-            let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            backoff = (backoff * 2).min(max);
-        }
-    }
 }

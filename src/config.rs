@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::transport::tls;
+use crate::transport::connect::{split_host_port, ConnectSettings};
+use crate::transport::tls::{self, ClientTls, ServerTls};
+use crate::transport::validity;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -187,6 +189,15 @@ pub enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for crate::telemetry::Format {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Pretty => crate::telemetry::Format::Pretty,
+            LogFormat::Json => crate::telemetry::Format::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -290,6 +301,38 @@ pub struct ClientTlsConfig {
     /// SNI and certificate name to expect; defaults to the host part of `address`.
     #[serde(default)]
     pub server_name: Option<String>,
+}
+
+impl From<&ServerTlsConfig> for ServerTls {
+    fn from(config: &ServerTlsConfig) -> Self {
+        ServerTls {
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+            client_ca: config.client_ca.clone(),
+            allowed_sans: config.allowed_sans.clone(),
+        }
+    }
+}
+
+impl From<&ClientTlsConfig> for ClientTls {
+    fn from(config: &ClientTlsConfig) -> Self {
+        ClientTls {
+            ca: config.ca.clone(),
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+            server_name: config.server_name.clone(),
+        }
+    }
+}
+
+impl From<&UpstreamConfig> for ConnectSettings {
+    fn from(upstream: &UpstreamConfig) -> Self {
+        ConnectSettings {
+            address: upstream.address.clone(),
+            connect_timeout: upstream.connect_timeout,
+            tls: upstream.tls.as_ref().map(ClientTls::from),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -556,6 +599,52 @@ fn format_problems(problems: &[Problem]) -> String {
 }
 
 impl Config {
+    /// Every certificate file Strait presents (listeners, mux servers, and client certificates
+    /// towards upstreams and remote sides), with the key that names it.
+    pub fn presented_certificates(&self) -> Vec<(String, &Path)> {
+        let mut files: Vec<(String, &Path)> = Vec::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(tls) = &listener.tls {
+                files.push((format!("listener[{i}].tls.cert"), &tls.cert));
+            }
+        }
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if let Some(cert) = upstream.tls.as_ref().and_then(|t| t.cert.as_deref()) {
+                files.push((format!("upstream[{i}].tls.cert"), cert));
+            }
+        }
+        for (i, connection) in self.cluster_connections.iter().enumerate() {
+            let key = |field: &str| format!("cluster_connection[{i}].{field}");
+            if let Some(cert) = connection
+                .local
+                .tls
+                .as_ref()
+                .and_then(|t| t.cert.as_deref())
+            {
+                files.push((key("local.tls.cert"), cert));
+            }
+            match &connection.remote {
+                RemoteSideConfig::MuxServer { tls: Some(tls), .. } => {
+                    files.push((key("remote.tls.cert"), &tls.cert));
+                }
+                RemoteSideConfig::Tcp { tls: Some(tls), .. }
+                | RemoteSideConfig::MuxClient { tls: Some(tls), .. } => {
+                    if let Some(cert) = tls.cert.as_deref() {
+                        files.push((key("remote.tls.cert"), cert));
+                    }
+                }
+                _ => {}
+            }
+        }
+        files
+    }
+
+    /// Warnings, with their keys, for every certificate Strait presents that is not valid at `now`
+    /// (seconds since the Unix epoch) or expires soon (see [`validity::warnings`]).
+    pub fn certificate_warnings(&self, now: i64) -> Vec<(String, String)> {
+        validity::warnings(&self.presented_certificates(), now)
+    }
+
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -661,7 +750,7 @@ impl Config {
                 &mut upstream_names,
                 &mut report,
             );
-            if let Err(message) = crate::transport::connect::split_host_port(&upstream.address) {
+            if let Err(message) = split_host_port(&upstream.address) {
                 report(key("address"), message);
             }
             if !(1..=64).contains(&upstream.connections) {
@@ -694,10 +783,10 @@ impl Config {
                 }
             }
             if let Some(tls_config) = &upstream.tls {
-                if let Err(err) = tls::client_config(tls_config) {
+                if let Err(err) = tls::client_config(&tls_config.into()) {
                     report(key(&format!("tls.{}", err.key())), err.to_string());
                 }
-                if let Err(message) = crate::transport::connect::server_name(upstream) {
+                if let Err(message) = ConnectSettings::from(upstream).server_name() {
                     report(key("tls.server_name"), message);
                 }
             }
@@ -732,7 +821,7 @@ impl Config {
                 );
             }
             if let Some(tls_config) = &listener.tls {
-                if let Err(err) = tls::server_config(tls_config) {
+                if let Err(err) = tls::server_config(&tls_config.into()) {
                     report(key(&format!("tls.{}", err.key())), err.to_string());
                 }
             }
@@ -841,13 +930,11 @@ impl Config {
                     format!("{:?} is not an ip:port address", connection.local.listen),
                 ),
             }
-            if let Err(message) =
-                crate::transport::connect::split_host_port(&connection.local.upstream)
-            {
+            if let Err(message) = split_host_port(&connection.local.upstream) {
                 report(key("local.upstream"), message);
             }
             if let Some(tls_config) = &connection.local.tls {
-                if let Err(err) = tls::client_config(tls_config) {
+                if let Err(err) = tls::client_config(&tls_config.into()) {
                     report(key(&format!("local.tls.{}", err.key())), err.to_string());
                 }
             }
@@ -855,7 +942,7 @@ impl Config {
                 .local
                 .advertised_address
                 .as_deref()
-                .map(crate::transport::connect::split_host_port)
+                .map(split_host_port)
             {
                 report(key("local.advertised_address"), message);
             }
@@ -896,10 +983,12 @@ impl Config {
                             format!("{listen:?} is not an ip:port address"),
                         ),
                     }
-                    if let Err(message) = crate::transport::connect::split_host_port(address) {
+                    if let Err(message) = split_host_port(address) {
                         report(key("remote.address"), message);
                     }
-                    if let Some(Err(err)) = tls_config.as_ref().map(tls::client_config) {
+                    if let Some(Err(err)) =
+                        tls_config.as_ref().map(|t| tls::client_config(&t.into()))
+                    {
                         report(key(&format!("remote.tls.{}", err.key())), err.to_string());
                     }
                 }
@@ -911,7 +1000,7 @@ impl Config {
                     backoff_max,
                     ..
                 } => {
-                    if let Err(message) = crate::transport::connect::split_host_port(address) {
+                    if let Err(message) = split_host_port(address) {
                         report(key("remote.address"), message);
                     }
                     if !(1..=64).contains(sessions) {
@@ -929,7 +1018,9 @@ impl Config {
                             "must not be less than backoff_initial".into(),
                         );
                     }
-                    if let Some(Err(err)) = tls_config.as_ref().map(tls::client_config) {
+                    if let Some(Err(err)) =
+                        tls_config.as_ref().map(|t| tls::client_config(&t.into()))
+                    {
                         report(key(&format!("remote.tls.{}", err.key())), err.to_string());
                     }
                 }
@@ -953,7 +1044,7 @@ impl Config {
                                 "required for mux-server: peers must present a certificate it verifies".into(),
                             );
                         }
-                        if let Err(err) = tls::server_config(tls_config) {
+                        if let Err(err) = tls::server_config(&tls_config.into()) {
                             report(key(&format!("remote.tls.{}", err.key())), err.to_string());
                         }
                     }
@@ -1067,6 +1158,59 @@ mod tests {
         listen = "127.0.0.1:7234"
         upstream = "temporal"
     "#;
+
+    #[test]
+    fn certificate_warnings_name_the_config_key() {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/certs");
+        let c = |name: &str| certs.join(name).display().to_string();
+        let text = format!(
+            r#"
+            [admin]
+            listen = "127.0.0.1:0"
+            [[upstream]]
+            name = "t"
+            address = "127.0.0.1:7233"
+            tls = {{ ca = "{ca}", cert = "{expired}", key = "{expired_key}" }}
+            [[listener]]
+            name = "good"
+            listen = "127.0.0.1:0"
+            upstream = "t"
+            tls = {{ cert = "{server}", key = "{server_key}" }}
+            [[listener]]
+            name = "future"
+            listen = "127.0.0.1:0"
+            upstream = "t"
+            tls = {{ cert = "{future}", key = "{future_key}" }}
+            "#,
+            ca = c("ca.pem"),
+            expired = c("expired.pem"),
+            expired_key = c("expired-key.pem"),
+            server = c("server.pem"),
+            server_key = c("server-key.pem"),
+            future = c("not-yet-valid.pem"),
+            future_key = c("not-yet-valid-key.pem"),
+        );
+        let config = Config::parse(&text).unwrap();
+        let presented = config.presented_certificates();
+        let presented: Vec<&str> = presented.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            presented,
+            [
+                "listener[0].tls.cert",
+                "listener[1].tls.cert",
+                "upstream[0].tls.cert"
+            ]
+        );
+        let warnings = config.certificate_warnings(validity::now());
+        let keys: Vec<&str> = warnings.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["listener[1].tls.cert", "upstream[0].tls.cert"],
+            "{warnings:?}"
+        );
+        assert!(warnings[0].1.contains("not-yet-valid.pem"), "{warnings:?}");
+        assert!(warnings[1].1.contains("expired.pem"), "{warnings:?}");
+    }
 
     #[test]
     fn minimal_config_parses_with_defaults() {

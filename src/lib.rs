@@ -14,20 +14,29 @@
 //! RPCs this build has never heard of pass through like any other.
 //!
 //! ## Layout
-//! - `config`: the TOML schema, defaults and `validate()` (every problem, with its key).
-//! - `transport`: accepting (`listen`), dialing (`connect`) and rustls settings (`tls`).
+//! - `config`: the TOML schema, defaults and `validate()` (every problem, with its key); it converts
+//!   into the settings types of `transport` and `telemetry`, which read no config.
+//! - `transport`: accepting (`listen`), dialing (`connect`), rustls settings (`tls`), certificate
+//!   dates (`validity`), redial `backoff`, and mux links (`mux`: sessions, `mux::accept`, `mux::dial`).
 //! - `relay`: the HTTP/2 relay: `server`, `call`, `pump` (flow control), `upstream` (pool).
 //! - `grpc`: message framing, status codes and trailers, `grpc-timeout`, method paths.
+//! - `wire`: the protobuf wire format, the only code touching tags/varints/lengths (shared by
+//!   `rewrite` and `access`).
+//! - `classify`: which string fields of Temporal's messages hold namespace names, search-attribute
+//!   names and queries (shared by `rewrite` and `access`).
 //! - `rewrite`: descriptor-guided wire edits (namespace and search-attribute names, UTF-8 repair):
-//!   `plan`, `wire` (the only code touching tags/varints/lengths), `walker`, `query`, `status_details`.
+//!   `plan`, `walker`, `query`, `status_details`.
 //! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set and how it is dumped.
-//! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names, logs.
+//! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names (with their own label
+//!   types: `metrics` imports no other module), logs.
+//! - `cluster`: cluster connections, wired from the pieces above.
 //! - `signals`: SIGTERM/SIGINT drain (a second one exits at once); SIGHUP/SIGUSR1/SIGUSR2 are logged.
 
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod admin;
+pub(crate) mod classify;
 pub mod cluster;
 pub mod config;
 pub mod descriptor_set;
@@ -40,6 +49,7 @@ pub mod rewrite;
 pub mod signals;
 pub mod telemetry;
 pub mod transport;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,6 +71,7 @@ use crate::relay::ListenerContext;
 use crate::rewrite::{PlanCache, Rewriter};
 use crate::transport::connect::ConnectError;
 use crate::transport::listen::{ListenError, Listener};
+use crate::transport::tls::ServerTls;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +93,11 @@ pub enum StartError {
     },
     #[error("descriptor set: {0}")]
     Descriptors(Box<descriptor_set::DescriptorError>),
-    #[error("cluster connection {name:?}: acl: {message}")]
-    Acl { name: String, message: String },
+    #[error("cluster connection {name:?}: {source}")]
+    Link {
+        name: String,
+        source: Box<cluster::LinkError>,
+    },
     #[error("listener {listener:?} names unknown upstream {upstream:?}")]
     UnknownUpstream { listener: String, upstream: String },
 }
@@ -158,7 +172,7 @@ impl Running {
 /// Binds every listener and the admin port, starts the upstream pools, and serves until `shutdown`.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let prometheus = metrics::install();
-    for (key, warning) in transport::validity::warnings(config, transport::validity::now()) {
+    for (key, warning) in config.certificate_warnings(transport::validity::now()) {
         warn!(%key, "{warning}");
     }
     let lifecycle = Lifecycle {
@@ -172,7 +186,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // Bind everything first so that a busy port fails the start before any traffic is accepted.
     let mut bound = Vec::new();
     for listener_config in &config.listeners {
-        let listener = Listener::bind(&listener_config.listen, listener_config.tls.as_ref())
+        let tls = listener_config.tls.as_ref().map(ServerTls::from);
+        let listener = Listener::bind(&listener_config.listen, tls.as_ref())
             .await
             .map_err(|source| StartError::Listener {
                 name: listener_config.name.clone(),
@@ -258,7 +273,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             gather_budget: &gather_budget,
         };
         for connection in &config.cluster_connections {
-            let started = cluster::start_link(connection, &mut link).await?;
+            let started = cluster::start_link(connection, &mut link)
+                .await
+                .map_err(|source| StartError::Link {
+                    name: connection.name.clone(),
+                    source: Box::new(source),
+                })?;
             link_addresses.extend(started.addresses);
             links.push(started.status);
         }

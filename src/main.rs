@@ -112,7 +112,7 @@ fn write_check(out: &mut impl Write, path: &std::path::Path, config: &Config) ->
     writeln!(out, "{}: OK", path.display())?;
     // Valid, but a certificate out of its dates (or nearly) is refused by peers: say so loudly.
     let now = strait::transport::validity::now();
-    for (key, warning) in strait::transport::validity::warnings(config, now) {
+    for (key, warning) in config.certificate_warnings(now) {
         eprintln!("{}: warning: {key}: {warning}", path.display());
     }
     for upstream in &config.upstreams {
@@ -376,7 +376,7 @@ const EXIT_GRACE_EXPIRED: u8 = 3;
 const EXIT_SECOND_SIGNAL: u8 = 4;
 
 fn run(config: Config) -> ExitCode {
-    strait::telemetry::init(&config.log);
+    strait::telemetry::init(&config.log.level, config.log.format.into());
     // One worker: the current-thread scheduler. No work stealing, no cross-thread wake-ups, and the
     // thread that accepts also relays (the multi-thread runtime would keep a second, mostly idle
     // thread for `block_on`).

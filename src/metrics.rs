@@ -1,7 +1,8 @@
 //! Every metric name in one place, the Prometheus recorder, and cached handles so the hot path does no
 //! registry lookups. Names follow `strait_<noun>_<unit>[_total]`; label values come from small fixed
 //! sets (listener and upstream names from the config, service and method names the descriptor set
-//! defines, gRPC code names).
+//! defines, gRPC code names). It imports no other module of Strait: callers bring their values into
+//! its label types ([`MethodLabels`], [`CodeLabel`], [`DenialLabel`], [`RewriteCounts`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -9,9 +10,6 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::grpc::method::MethodLabels;
-use crate::grpc::status::Code;
 
 /// Calls finished, by listener, service, method and gRPC code.
 pub const CALLS_TOTAL: &str = "strait_calls_total";
@@ -214,10 +212,63 @@ impl RelayErrorKind {
     }
 }
 
+/// What was denied: the `kind` label of `strait_acl_denials_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialLabel {
+    /// A call refused by method.
+    Method,
+    /// A call refused because of a namespace it names.
+    Namespace,
+    /// A replication task dropped from a response.
+    ReplicationTask,
+    /// A `ListNamespaces` entry dropped from a response.
+    NamespaceEntry,
+}
+
+impl DenialLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenialLabel::Method => "method",
+            DenialLabel::Namespace => "namespace",
+            DenialLabel::ReplicationTask => "replication_task",
+            DenialLabel::NamespaceEntry => "namespace_entry",
+        }
+    }
+}
+
 /// Counts one access-control denial (rare: the registry lookup is not worth caching).
-pub fn acl_denied(listener: &str, kind: crate::access::namespaces::DenialKind) {
-    counter!(ACL_DENIALS_TOTAL, "listener" => listener.to_owned(), "kind" => kind.as_str())
-        .increment(1);
+pub fn acl_denied(listener: &str, kind: impl Into<DenialLabel>) {
+    let kind = kind.into().as_str();
+    counter!(ACL_DENIALS_TOTAL, "listener" => listener.to_owned(), "kind" => kind).increment(1);
+}
+
+/// Counts of the fields a call's edits changed, by kind (the `kind` label of
+/// `strait_rewrite_fields_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewriteCounts {
+    pub namespaces: u64,
+    pub search_attributes: u64,
+    pub queries: u64,
+    pub utf8_repairs: u64,
+}
+
+/// The `code` label of `strait_calls_total`: a gRPC status code's number and canonical name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeLabel {
+    /// 0 to 16 for the codes gRPC defines; a larger one is counted without a cached handle.
+    pub number: usize,
+    pub name: &'static str,
+}
+
+/// gRPC's status codes are 0 to 16.
+const GRPC_CODES: usize = 17;
+
+/// The (service, method) metric labels of a call's path, from a fixed set (see
+/// `grpc::method::MethodLabeler`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodLabels {
+    pub service: Arc<str>,
+    pub method: Arc<str>,
 }
 
 /// Refusal reasons for `strait_connections_refused_total`.
@@ -403,7 +454,8 @@ impl ListenerMetrics {
     }
 
     /// Counts what a call's edits changed.
-    pub fn rewrote(&self, stats: &crate::rewrite::walker::EditStats) {
+    pub fn rewrote(&self, counts: impl Into<RewriteCounts>) {
+        let stats = counts.into();
         for (counter, n) in self.rewrites.iter().zip([
             stats.namespaces,
             stats.search_attributes,
@@ -442,7 +494,7 @@ impl ListenerMetrics {
 pub struct MethodMetrics {
     labels: [(&'static str, String); 3],
     pub duration: Histogram,
-    codes: [OnceLock<Counter>; 17],
+    codes: [OnceLock<Counter>; GRPC_CODES],
 }
 
 impl MethodMetrics {
@@ -459,13 +511,17 @@ impl MethodMetrics {
         }
     }
 
-    pub fn finished(&self, code: Code, elapsed: Duration) {
+    pub fn finished(&self, code: impl Into<CodeLabel>, elapsed: Duration) {
         self.duration.record(elapsed.as_secs_f64());
-        let counter = self.codes[code as usize].get_or_init(|| {
+        let code = code.into();
+        let register = || {
             let [l, s, m] = self.labels.clone();
-            counter!(CALLS_TOTAL, &[l, s, m, ("code", code.as_str().to_owned())])
-        });
-        counter.increment(1);
+            counter!(CALLS_TOTAL, &[l, s, m, ("code", code.name.to_owned())])
+        };
+        match self.codes.get(code.number) {
+            Some(cached) => cached.get_or_init(register).increment(1),
+            None => register().increment(1),
+        }
     }
 }
 

@@ -39,8 +39,8 @@ use crate::grpc::compression::{self, CompressionError, Encoding};
 use crate::grpc::method::{MethodLabeler, MethodLabels};
 use crate::metrics::{ListenerMetrics, MethodMetrics};
 use crate::rewrite::walker::{EditError, EditStats};
-use crate::rewrite::wire::Chunks;
 use crate::rewrite::{Direction, FieldOverride, Rewriter};
+use crate::wire::Chunks;
 
 /// What one call's stages share, both directions: set by one stage, read by others.
 #[derive(Debug, Default)]

@@ -5,8 +5,8 @@
 //! targets are refused in requests, and colliding upstream names are dropped from responses' lists.
 //!
 //! - `plan`: which fields of which message types are targets (compiled once from the descriptor set).
-//! - `walker`: one pass over a message's bytes, producing splices; `wire`: the only code that touches
-//!   tags, varints and lengths.
+//! - `walker`: one pass over a message's bytes, producing splices with `crate::wire` (the only code
+//!   that touches tags, varints and lengths).
 //! - `query`: search-attribute names inside visibility queries.
 //! - `status_details`: namespaces and search attributes inside `grpc-status-details-bin` and
 //!   `grpc-message`.
@@ -16,7 +16,6 @@ pub mod query;
 pub mod reference;
 pub mod status_details;
 pub mod walker;
-pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -25,8 +24,20 @@ use prost_reflect::DescriptorPool;
 
 use self::plan::{MsgId, Plan, Targets, TextKind};
 use self::walker::{EditError, EditStats, TextEdit, TextEditor, Unknown};
-use self::wire::Chunks;
 use crate::config::TranslateConfig;
+use crate::metrics::RewriteCounts;
+use crate::wire::{self, Chunks};
+
+impl From<&EditStats> for RewriteCounts {
+    fn from(stats: &EditStats) -> Self {
+        RewriteCounts {
+            namespaces: stats.namespaces,
+            search_attributes: stats.search_attributes,
+            queries: stats.queries,
+            utf8_repairs: stats.utf8_repairs,
+        }
+    }
+}
 
 /// A one-to-one name mapping, usable both ways.
 #[derive(Debug, Clone, Default)]

@@ -15,17 +15,23 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+/// How log lines are written (the config's `log.format` converts into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Pretty,
+    Json,
+}
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
-pub fn init(config: &LogConfig) {
+/// Installs the global subscriber with `level` as the filter (unless `RUST_LOG` is set); a second
+/// call (tests) is a no-op.
+pub fn init(level: &str, format: Format) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|env| EnvFilter::try_new(env).ok())
-        .or_else(|| EnvFilter::try_new(&config.level).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     install(
-        config.format,
+        format,
         filter,
         std::io::stderr,
         std::io::stderr().is_terminal(),
@@ -35,7 +41,7 @@ pub fn init(config: &LogConfig) {
 /// The global subscriber of [`init`], writing to `writer`. `try_init` (tracing-subscriber's
 /// `tracing-log` feature) also installs the `log` bridge, with `log`'s max level set from the
 /// filter, so the `log` calls the filter would drop (yamux traces every frame) cost a compare.
-fn install<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool)
+fn install<W>(format: Format, filter: EnvFilter, writer: W, ansi: bool)
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
@@ -44,8 +50,8 @@ where
         .with_ansi(ansi)
         .with_writer(writer);
     let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
+        Format::Pretty => builder.try_init(),
+        Format::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -268,7 +274,7 @@ mod tests {
         let captured = Captured::default();
         let writer = captured.clone();
         let filter = EnvFilter::new("warn,bridge_test_debug=debug");
-        install(LogFormat::Pretty, filter, move || writer.clone(), false);
+        install(Format::Pretty, filter, move || writer.clone(), false);
         log::warn!(target: "bridge_test_warn", "a rustls-like warning");
         log::info!(target: "bridge_test_warn", "an info line the filter drops");
         log::debug!(target: "bridge_test_debug", "a debug line its directive keeps");

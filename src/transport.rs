@@ -1,7 +1,10 @@
 //! Bytes in and out: accepting client connections (`listen`), dialing upstreams (`connect`), the
 //! rustls configurations both use (`tls`) and certificate validity dates (`validity`). Everything
-//! above this layer sees one boxed byte stream.
+//! above this layer sees one boxed byte stream. Its settings are its own types (`tls::ServerTls`,
+//! `tls::ClientTls`, `connect::ConnectSettings`): `config` converts into them, and nothing here
+//! reads the config.
 
+pub mod backoff;
 pub mod coalesce;
 pub mod connect;
 pub mod listen;

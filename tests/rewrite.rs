@@ -17,8 +17,8 @@ use strait::grpc::method::MethodLabeler;
 use strait::pipeline::{CallState, Flow, FlowError, MethodTable, Pipeline};
 use strait::rewrite::plan::Targets;
 use strait::rewrite::walker::{EditError, EditStats, Unknown};
-use strait::rewrite::wire::Chunks;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
+use strait::wire::Chunks;
 
 const WS: &str = "temporal.api.workflowservice.v1";
 

@@ -25,7 +25,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage};
 use strait::config::TranslateConfig;
 use strait::rewrite::plan::{MsgId, Targets};
 use strait::rewrite::walker::{self, EditStats};
-use strait::rewrite::wire::Chunks;
+use strait::wire::Chunks;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
 
 struct Setup {

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::resolver::{NamespaceResolver, ResolveError};
-use super::scope::{ElementKind, MethodScope, NamespaceRef, ScopePlan};
-use crate::rewrite::walker::EditError;
+use super::scope::{ElementKind, MethodScope, NamespaceRef, ScopeError, ScopePlan};
+use crate::metrics::DenialLabel;
 
 /// How the names in a message relate to the local cluster's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub enum AccessError {
     #[error("{0}")]
     Unresolved(#[from] ResolveError),
     #[error("{0}")]
-    Malformed(#[from] EditError),
+    Malformed(#[from] ScopeError),
 }
 
 /// The namespaces a cluster connection lets through, and how to see names as local names.
@@ -86,12 +86,13 @@ pub enum DenialKind {
     Element(ElementKind),
 }
 
-impl DenialKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DenialKind::Method => "method",
-            DenialKind::Namespace => "namespace",
-            DenialKind::Element(kind) => kind.as_str(),
+impl From<DenialKind> for DenialLabel {
+    fn from(kind: DenialKind) -> Self {
+        match kind {
+            DenialKind::Method => DenialLabel::Method,
+            DenialKind::Namespace => DenialLabel::Namespace,
+            DenialKind::Element(ElementKind::ReplicationTask) => DenialLabel::ReplicationTask,
+            DenialKind::Element(ElementKind::NamespaceEntry) => DenialLabel::NamespaceEntry,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the namespace policy denies. A [`ScopePlan`] is compiled once from the descriptor set:
 //!
 //! - **references** (requests, and inside judged elements): string fields that name a namespace
-//!   (the rewriter's namespace classification) or identify one by ID (`namespace_id`,
+//!   (`crate::classify`, as the rewriter) or identify one by ID (`namespace_id`,
 //!   `*_namespace_id`, `namespace_ids`, `NamespaceInfo.id`). Serialized history inside `DataBlob`s
 //!   is not read: a request is judged by the namespaces its own fields name.
 //! - **elements** (responses): repeated fields whose element type is in [`FILTERED_ELEMENTS`]; each
@@ -11,16 +11,33 @@
 //!   deeper in its mutable state).
 //!
 //! Edits (removing an element and re-encoding the lengths of its ancestors) are splices built by
-//! [`crate::rewrite::wire`], the only code that writes tags and lengths.
+//! `crate::wire`, the only code that writes tags and lengths.
 
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
-use crate::rewrite::plan::{classify_string, TextKind};
-use crate::rewrite::walker::{EditError, MAX_DEPTH};
-use crate::rewrite::wire::{self, Field, Fields, Splice, WireType};
+use crate::classify::{child_message, classify_string, TextKind};
+use crate::wire::{self, Field, Fields, Splice, WireError, WireType, MAX_DEPTH};
+
+/// Why a message's namespaces could not be read, or its elements not removed: its bytes do not
+/// fit its type. The message is then not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("malformed {message}: {source}")]
+    Wire { message: String, source: WireError },
+    #[error(
+        "malformed {message}: field {field} has wire type {found:?}, expected length-delimited"
+    )]
+    WireType {
+        message: String,
+        field: u32,
+        found: WireType,
+    },
+    #[error("{message} nests deeper than {MAX_DEPTH} levels")]
+    TooDeep { message: String },
+}
 
 /// What a judged list element is, for errors and the `kind` label of denial metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,15 +47,6 @@ pub enum ElementKind {
     ReplicationTask,
     /// A namespace in a `ListNamespaces` response.
     NamespaceEntry,
-}
-
-impl ElementKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ElementKind::ReplicationTask => "replication_task",
-            ElementKind::NamespaceEntry => "namespace_entry",
-        }
-    }
 }
 
 /// Element types of repeated response fields that are judged one by one: a denied element is
@@ -112,13 +120,6 @@ pub struct ScopePlan {
     references: Table,
     elements: Table,
     methods: HashMap<String, MethodScope>,
-}
-
-fn child_message(field: &FieldDescriptor) -> Option<MessageDescriptor> {
-    match field.kind() {
-        Kind::Message(message) => Some(message),
-        _ => None,
-    }
 }
 
 /// Whether a string field identifies a namespace by ID.
@@ -283,7 +284,7 @@ impl ScopePlan {
     }
 
     /// Every namespace `body` (a message of references-table type `id`) names, in order.
-    pub fn references(&self, id: u32, body: &[u8]) -> Result<Vec<NamespaceRef>, EditError> {
+    pub fn references(&self, id: u32, body: &[u8]) -> Result<Vec<NamespaceRef>, ScopeError> {
         let mut found = Vec::new();
         self.collect(id, body, 0, body.len(), 0, &mut found)?;
         Ok(found)
@@ -297,7 +298,7 @@ impl ScopePlan {
         end: usize,
         depth: usize,
         found: &mut Vec<NamespaceRef>,
-    ) -> Result<(), EditError> {
+    ) -> Result<(), ScopeError> {
         let table = &self.references;
         check_depth(&table.names[id as usize], depth)?;
         for field in Fields::new(buf, start, end) {
@@ -321,7 +322,7 @@ impl ScopePlan {
     }
 
     /// The judged elements of `body` (a message of elements-table type `id`), each with its owner.
-    pub fn elements(&self, id: u32, body: &[u8]) -> Result<Vec<Element>, EditError> {
+    pub fn elements(&self, id: u32, body: &[u8]) -> Result<Vec<Element>, ScopeError> {
         let mut found = Vec::new();
         self.find_elements(id, body, 0, body.len(), 0, &mut found)?;
         Ok(found)
@@ -335,7 +336,7 @@ impl ScopePlan {
         end: usize,
         depth: usize,
         found: &mut Vec<Element>,
-    ) -> Result<(), EditError> {
+    ) -> Result<(), ScopeError> {
         let table = &self.elements;
         check_depth(&table.names[id as usize], depth)?;
         for field in Fields::new(buf, start, end) {
@@ -366,7 +367,7 @@ impl ScopePlan {
         buf: &[u8],
         field: &Field,
         mut depth: usize,
-    ) -> Result<Vec<NamespaceRef>, EditError> {
+    ) -> Result<Vec<NamespaceRef>, ScopeError> {
         let table = &self.references;
         let mut level = vec![(id, field.value_start, field.end)];
         while !level.is_empty() {
@@ -409,7 +410,7 @@ impl ScopePlan {
         id: u32,
         body: &Bytes,
         removed: &HashSet<usize>,
-    ) -> Result<Bytes, EditError> {
+    ) -> Result<Bytes, ScopeError> {
         if removed.is_empty() {
             return Ok(body.clone());
         }
@@ -429,7 +430,7 @@ impl ScopePlan {
         depth: usize,
         removed: &HashSet<usize>,
         splices: &mut Vec<Splice>,
-    ) -> Result<isize, EditError> {
+    ) -> Result<isize, ScopeError> {
         let table = &self.elements;
         check_depth(&table.names[id as usize], depth)?;
         let mut delta = 0isize;
@@ -477,25 +478,25 @@ fn reference(action: Action, buf: &[u8], field: &Field) -> Option<NamespaceRef> 
     }
 }
 
-fn check_depth(message: &str, depth: usize) -> Result<(), EditError> {
+fn check_depth(message: &str, depth: usize) -> Result<(), ScopeError> {
     if depth > MAX_DEPTH {
-        return Err(EditError::TooDeep {
+        return Err(ScopeError::TooDeep {
             message: message.to_owned(),
         });
     }
     Ok(())
 }
 
-fn wire_error(message: &str, source: wire::WireError) -> EditError {
-    EditError::Wire {
+fn wire_error(message: &str, source: WireError) -> ScopeError {
+    ScopeError::Wire {
         message: message.to_owned(),
         source,
     }
 }
 
-fn expect_len(message: &str, field: &Field) -> Result<(), EditError> {
+fn expect_len(message: &str, field: &Field) -> Result<(), ScopeError> {
     if field.wire_type != WireType::Len {
-        return Err(EditError::WireType {
+        return Err(ScopeError::WireType {
             message: message.to_owned(),
             field: field.number,
             found: field.wire_type,

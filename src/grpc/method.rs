@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Re-exported: the labeler's answer is the metrics module's label type.
+pub use crate::metrics::MethodLabels;
+
 /// Standard gRPC services clients and tools call on a Temporal frontend, which a Temporal
 /// descriptor set does not define (their methods, from grpc-proto).
 const STANDARD_SERVICES: &[(&str, &[&str])] = &[
@@ -32,13 +35,6 @@ pub fn split_path(path: &str) -> Option<(&str, &str)> {
         return None;
     }
     Some((service, method))
-}
-
-/// The (service, method) metric labels of a path, from a fixed set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MethodLabels {
-    pub service: Arc<str>,
-    pub method: Arc<str>,
 }
 
 /// One known service: its label and its methods' labels.

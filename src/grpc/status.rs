@@ -25,6 +25,15 @@ pub enum Code {
     Unauthenticated = 16,
 }
 
+impl From<Code> for crate::metrics::CodeLabel {
+    fn from(code: Code) -> Self {
+        crate::metrics::CodeLabel {
+            number: code as usize,
+            name: code.as_str(),
+        }
+    }
+}
+
 impl Code {
     pub const ALL: [Code; 17] = [
         Code::Ok,

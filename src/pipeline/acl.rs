@@ -10,8 +10,8 @@ use super::{CallState, Stage, StageError, StageFactory, Step};
 use crate::access::namespaces::NamespaceAcl;
 use crate::access::scope::MethodScope;
 use crate::rewrite::walker::EditStats;
-use crate::rewrite::wire::Chunks;
 use crate::rewrite::Direction;
+use crate::wire::Chunks;
 
 pub(crate) struct Acl(pub(crate) Arc<NamespaceAcl>);
 

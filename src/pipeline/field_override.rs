@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{CallState, Stage, StageFactory, Step};
 use crate::rewrite::walker::EditStats;
-use crate::rewrite::wire::Chunks;
 use crate::rewrite::{Direction, FieldOverride};
+use crate::wire::Chunks;
 
 pub(crate) struct Override(pub(crate) FieldOverride);
 

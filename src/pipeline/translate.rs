@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderValue};
 use super::{CallState, Stage, StageError, StageFactory, Step};
 use crate::rewrite::plan::MsgId;
 use crate::rewrite::walker::{EditError, EditStats};
-use crate::rewrite::wire::Chunks;
 use crate::rewrite::{status_details, Direction, Rewriter};
+use crate::wire::Chunks;
 
 pub(crate) struct Translate(pub(crate) Arc<Rewriter>);
 

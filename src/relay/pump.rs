@@ -16,7 +16,7 @@ use metrics::Counter;
 use super::gather::{Gather, GatherError, Reservation};
 use crate::grpc::frame::{FrameDecoder, FrameError, FrameEvent, MessageHeader, PREFIX_LEN};
 use crate::pipeline::{Flow, FlowError};
-use crate::rewrite::wire::{Builder, Chunks};
+use crate::wire::{Builder, Chunks};
 
 /// Why a pump stopped early. `Src*` concern the stream read from, `Dst*` the one written to.
 #[derive(Debug)]

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::UpstreamConfig;
 use crate::metrics;
+use crate::transport::backoff::Backoff;
 use crate::transport::connect::{ConnectError, Connector};
 use crate::transport::mux::SessionSet;
 
@@ -178,7 +179,12 @@ impl UpstreamPool {
         stop: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Self>, ConnectError> {
-        Self::start_with(config, Dialer::Tcp(Connector::new(config)?), stop, tracker)
+        Self::start_with(
+            config,
+            Dialer::Tcp(Connector::new(&config.into())?),
+            stop,
+            tracker,
+        )
     }
 
     /// Like [`start`](Self::start), with connections made by `dialer` (e.g. streams of a mux link).
@@ -385,7 +391,7 @@ impl SlotDriver {
     async fn run(self) {
         let open = metrics::upstream_connections_open(&self.upstream);
         let connect_errors = metrics::upstream_connect_errors(&self.upstream);
-        let mut backoff = self.config.backoff_initial;
+        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         let mut generation = 0u64;
         loop {
             let epoch = self.connector.link_epoch();
@@ -413,13 +419,13 @@ impl SlotDriver {
                     }
                     warn!(address = %self.connector.address(), reason = %ended, "upstream connection ended");
                     if since.elapsed() >= HEALTHY_AFTER {
-                        backoff = self.config.backoff_initial;
+                        backoff.reset();
                         continue;
                     }
                 }
                 Err(err) => {
                     connect_errors.increment(1);
-                    warn!(error = %err, retry_in = ?backoff, "upstream connect failed");
+                    warn!(error = %err, retry_in = ?backoff.current(), "upstream connect failed");
                     self.slot.set(SlotState::DialFailed {
                         error: Arc::from(err.to_string()),
                         link_epoch: epoch,
@@ -427,13 +433,12 @@ impl SlotDriver {
                     self.changed.notify_waiters();
                 }
             }
-            // Full jitter between half and all of the backoff keeps reconnect storms apart. Over a
-            // mux link, a new session ends the wait: the link is back, so redial at once.
-            let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+            // Over a mux link, a new session ends the wait: the link is back, so redial at once.
+            let delay = backoff.next_delay();
             tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => backoff = (backoff * 2).min(self.config.backoff_max),
-                _ = self.connector.link_back(epoch) => backoff = self.config.backoff_initial,
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.connector.link_back(epoch) => backoff.reset(),
             }
         }
     }

@@ -2,15 +2,10 @@
 //! and response type which fields to edit and which sub-messages to descend into. Subtrees without a
 //! target are pruned: the walker skips them by length without parsing.
 //!
-//! ## Classification rules (what counts as a target)
-//! - **Namespace names**: string fields named `namespace` or ending in `_namespace`, and
-//!   `temporal.api.namespace.v1.NamespaceInfo.name`. Namespace IDs (`namespace_id`, …) are never edited.
-//! - **Search-attribute names**: keys of maps named `indexed_fields` (`SearchAttributes`) or whose name
-//!   contains `search_attributes`, keys of the search-attribute type maps `custom_attributes` /
-//!   `system_attributes` and of WorkflowService's `GetSearchAttributesResponse.keys`, the values of
-//!   `custom_search_attribute_aliases`, and repeated string fields named `search_attributes`.
-//! - **Visibility queries**: string fields named `query` or ending in `_query`; search-attribute names
-//!   inside are translated by [`super::query`].
+//! ## What counts as a target
+//! - **Namespace names, search-attribute names, visibility queries**: the string fields
+//!   `crate::classify` names (shared with the namespace ACL); search-attribute names inside queries
+//!   are translated by [`super::query`].
 //! - **History blobs**: `temporal.api.common.v1.DataBlob` fields that carry serialized history events
 //!   ([`HISTORY_BLOB_FIELDS`]); when the blob's encoding is proto3 its data is walked as a
 //!   `temporal.api.history.v1.History`.
@@ -27,9 +22,10 @@ use std::collections::HashMap;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
-/// WorkflowService's (deprecated) list of search attributes, keyed by name in a map named `keys`.
-const GET_SEARCH_ATTRIBUTES_RESPONSE: &str =
-    "temporal.api.workflowservice.v1.GetSearchAttributesResponse";
+/// Re-exported: a plan's [`Action`]s carry it.
+pub use crate::classify::TextKind;
+use crate::classify::{child_message, classify_string, map_field_of};
+
 pub const DATA_BLOB: &str = "temporal.api.common.v1.DataBlob";
 pub const HISTORY: &str = "temporal.api.history.v1.History";
 
@@ -149,15 +145,6 @@ pub const LEFT_ALONE: &[(&str, &str, &str)] = &[
         "arguments of a server-internal workflow, carried inside payloads that are never decoded",
     ),
 ];
-/// What to do with a string value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TextKind {
-    Namespace,
-    SearchAttribute,
-    Query,
-    /// No translation; only checked for (and repaired to) valid UTF-8.
-    Plain,
-}
 
 /// Which kinds of edit a plan is compiled for: a listener that only renames namespaces walks far
 /// fewer messages than one that also repairs every string.
@@ -365,13 +352,6 @@ impl Plan {
     }
 }
 
-fn child_message(field: &FieldDescriptor) -> Option<MessageDescriptor> {
-    match field.kind() {
-        Kind::Message(message) => Some(message),
-        _ => None,
-    }
-}
-
 struct Builder<'a> {
     #[allow(dead_code)]
     pool: &'a DescriptorPool,
@@ -421,56 +401,6 @@ impl Builder<'_> {
         };
         self.targets.wants(kind).then_some(kind)
     }
-}
-
-/// The classification of a string field (see the module docs); `Plain` when it is no name at all.
-pub fn classify_string(message: &MessageDescriptor, field: &FieldDescriptor) -> TextKind {
-    let name = field.name();
-    // Descriptor options (`csharp_namespace`, …) are not Temporal data.
-    if message.full_name().starts_with("google.protobuf.") {
-        return TextKind::Plain;
-    }
-    // Map entries: the rule depends on the map field in the parent.
-    if message.is_map_entry() {
-        if let Some(map_field) = map_field_of(message) {
-            let map_name = map_field.name();
-            let key_is_attribute = map_name == "indexed_fields"
-                || map_name.contains("search_attributes")
-                || map_name == "custom_attributes"
-                || map_name == "system_attributes"
-                || (map_name == "keys"
-                    && map_field.parent_message().full_name() == GET_SEARCH_ATTRIBUTES_RESPONSE);
-            if name == "key" && key_is_attribute {
-                return TextKind::SearchAttribute;
-            }
-            if name == "value" && map_name == "custom_search_attribute_aliases" {
-                return TextKind::SearchAttribute;
-            }
-        }
-        return TextKind::Plain;
-    }
-    if name == "namespace" || name.ends_with("_namespace") {
-        return TextKind::Namespace;
-    }
-    if message.full_name() == "temporal.api.namespace.v1.NamespaceInfo" && name == "name" {
-        return TextKind::Namespace;
-    }
-    if name == "query" || name.ends_with("_query") {
-        return TextKind::Query;
-    }
-    if field.is_list() && name == "search_attributes" {
-        return TextKind::SearchAttribute;
-    }
-    TextKind::Plain
-}
-
-/// The map field whose entry type `entry` is (map entries are nested in the message that has the map).
-fn map_field_of(entry: &MessageDescriptor) -> Option<FieldDescriptor> {
-    let parent = entry.parent_message()?;
-    let found = parent
-        .fields()
-        .find(|f| child_message(f).is_some_and(|c| c.full_name() == entry.full_name()));
-    found
 }
 
 /// Every field the rules classify, and every field mentioning a namespace or search attribute that
@@ -571,6 +501,7 @@ pub fn classify(pool: &DescriptorPool) -> Classification {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::classify::GET_SEARCH_ATTRIBUTES_RESPONSE;
 
     fn all_targets() -> (DescriptorPool, Plan) {
         let pool = crate::descriptor_set::embedded().unwrap();

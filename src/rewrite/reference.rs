@@ -5,10 +5,9 @@
 use prost::Message;
 use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage, Value};
 
-use super::plan::{
-    classify_string, Targets, TextKind, DATA_BLOB, HIDING_ELEMENTS, HISTORY, HISTORY_BLOB_FIELDS,
-};
+use super::plan::{Targets, TextKind, DATA_BLOB, HIDING_ELEMENTS, HISTORY, HISTORY_BLOB_FIELDS};
 use super::walker::{EditError, EditStats, TextEdit, TextEditor};
+use crate::classify::classify_string;
 
 const ENCODING_PROTO3: i32 = 1;
 

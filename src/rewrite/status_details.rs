@@ -6,9 +6,9 @@ use http::{HeaderMap, HeaderValue};
 
 use super::plan::Plan;
 use super::walker::{self, EditStats};
-use super::wire::{Fields, Splice, WireType};
 use super::{Direction, Rewriter};
 use crate::grpc::status::percent_encode;
+use crate::wire::{self, Fields, Splice, WireType};
 
 const STATUS_MESSAGE: u32 = 2;
 const STATUS_DETAILS: u32 = 3;
@@ -92,7 +92,7 @@ fn edit_status<'m>(
             _ => {}
         }
     }
-    (!splices.is_empty()).then(|| super::wire::apply(status, splices))
+    (!splices.is_empty()).then(|| wire::apply(status, splices))
 }
 
 /// Edits a serialized `google.protobuf.Any` whose type the plan knows.
@@ -121,10 +121,7 @@ fn edit_any(
     if edited == body {
         return None;
     }
-    Some(super::wire::apply(
-        any,
-        vec![Splice::len_value(&field, &edited)],
-    ))
+    Some(wire::apply(any, vec![Splice::len_value(&field, &edited)]))
 }
 
 /// Replaces whole words of `text` that `names` maps. A word is a run of letters, digits, `-`, `_`

@@ -7,10 +7,8 @@
 use bytes::Bytes;
 
 use super::plan::{Action, MsgId, Plan, TextKind};
-use super::wire::{self, Chunks, Field, Fields, Source, Splice, WireError, WireType};
-
-/// Nesting depth beyond which a message is refused (protobuf's own default limit is 100).
-pub const MAX_DEPTH: usize = 100;
+pub use crate::wire::MAX_DEPTH;
+use crate::wire::{self, Chunks, Field, Fields, Source, Splice, WireError, WireType};
 
 /// `temporal.api.enums.v1.EncodingType.ENCODING_TYPE_PROTO3`.
 const ENCODING_PROTO3: u64 = 1;

@@ -7,8 +7,29 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{tls, BoxIo};
-use crate::config::UpstreamConfig;
+use super::tls::{self, ClientTls};
+use super::BoxIo;
+
+/// Where and how to dial: this module's own settings (the config converts into them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// `host:port` to dial.
+    pub address: String,
+    pub connect_timeout: Duration,
+    pub tls: Option<ClientTls>,
+}
+
+impl ConnectSettings {
+    /// The TLS server name: `tls.server_name`, else the host of `address`.
+    pub fn server_name(&self) -> Result<ServerName<'static>, String> {
+        let name = match self.tls.as_ref().and_then(|t| t.server_name.clone()) {
+            Some(name) => name,
+            None => split_host_port(&self.address)?.0,
+        };
+        ServerName::try_from(name.clone())
+            .map_err(|_| format!("{name:?} is not a valid TLS server name"))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -93,16 +114,6 @@ fn is_dns_name(host: &str) -> bool {
         })
 }
 
-/// The TLS server name for an upstream: `tls.server_name`, else the host of `address`.
-pub fn server_name(upstream: &UpstreamConfig) -> Result<ServerName<'static>, String> {
-    let name = match upstream.tls.as_ref().and_then(|t| t.server_name.clone()) {
-        Some(name) => name,
-        None => split_host_port(&upstream.address)?.0,
-    };
-    ServerName::try_from(name.clone())
-        .map_err(|_| format!("{name:?} is not a valid TLS server name"))
-}
-
 /// Dials one upstream address, with TLS when configured.
 #[derive(Clone)]
 pub struct Connector {
@@ -113,28 +124,33 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(upstream: &UpstreamConfig) -> Result<Self, ConnectError> {
-        Self::with_alpn(upstream, b"h2")
+    pub fn new(settings: &ConnectSettings) -> Result<Self, ConnectError> {
+        Self::with_alpn(settings, b"h2")
     }
 
     /// A connector whose TLS handshake must negotiate `alpn` (e.g. the mux protocol).
-    pub fn with_alpn(upstream: &UpstreamConfig, alpn: &'static [u8]) -> Result<Self, ConnectError> {
-        let tls = match &upstream.tls {
+    pub fn with_alpn(
+        settings: &ConnectSettings,
+        alpn: &'static [u8],
+    ) -> Result<Self, ConnectError> {
+        let tls = match &settings.tls {
             Some(tls_config) => {
                 let mut config = (*tls::client_config(tls_config)?).clone();
                 config.alpn_protocols = vec![alpn.to_vec()];
                 let config = Arc::new(config);
-                let name = server_name(upstream).map_err(|message| ConnectError::Tls {
-                    address: upstream.address.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
-                })?;
+                let name = settings
+                    .server_name()
+                    .map_err(|message| ConnectError::Tls {
+                        address: settings.address.clone(),
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+                    })?;
                 Some((TlsConnector::from(Arc::clone(&config)), name))
             }
             None => None,
         };
         Ok(Self {
-            address: upstream.address.clone(),
-            timeout: upstream.connect_timeout,
+            address: settings.address.clone(),
+            timeout: settings.connect_timeout,
             tls,
             alpn,
         })

@@ -7,8 +7,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::{tls, BoxIo};
-use crate::config::ServerTlsConfig;
+use super::tls::{self, ServerTls};
+use super::BoxIo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -42,17 +42,14 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub async fn bind(
-        address: &str,
-        tls_config: Option<&ServerTlsConfig>,
-    ) -> Result<Self, ListenError> {
+    pub async fn bind(address: &str, tls_config: Option<&ServerTls>) -> Result<Self, ListenError> {
         Self::bind_with_alpn(address, tls_config, b"h2").await
     }
 
     /// A listener whose TLS handshake must negotiate `alpn` (e.g. the mux protocol).
     pub async fn bind_with_alpn(
         address: &str,
-        tls_config: Option<&ServerTlsConfig>,
+        tls_config: Option<&ServerTls>,
         alpn: &'static [u8],
     ) -> Result<Self, ListenError> {
         let tls = match tls_config {

@@ -6,6 +6,12 @@
 //! that task, which accepts inbound streams (handed to the listener side through a bounded channel)
 //! and opens outbound streams on request. A [`SessionSet`] holds the live sessions of one link and
 //! opens streams on them round-robin.
+//!
+//! A link's two ends: `accept` (the `mux-server` side's accept loop) and `dial` (the
+//! `mux-client` side's session slots, redialled with backoff).
+
+pub(crate) mod accept;
+pub(crate) mod dial;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -23,6 +29,8 @@ use tracing::debug;
 use super::BoxIo;
 use crate::telemetry::warn_limited;
 
+/// ALPN of mux links, so that a mux port never mistakes an HTTP/2 client for a peer (or vice versa).
+pub const ALPN: &[u8] = b"strait-mux/1";
 /// Outbound-open requests waiting for a session's driver.
 const OPEN_BACKLOG: usize = 64;
 /// The most streams one session carries at once (each is one HTTP/2 connection, not one call).

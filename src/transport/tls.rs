@@ -1,5 +1,6 @@
 //! rustls configurations from PEM files: server side (ALPN h2, optional verified client certificates)
 //! and client side (CA or system roots, optional client certificate). Only the `ring` provider is used.
+//! The settings are this module's own ([`ServerTls`], [`ClientTls`]); the config converts into them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,9 +10,30 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{ClientTlsConfig, ServerTlsConfig};
+/// TLS on the accepting side: a certificate and key (PEM files), and optionally who may connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates are required and verified against this CA.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: the client certificate must also name one of these (DNS names or IP
+    /// addresses in its subjectAltName). Empty = any certificate the CA signed.
+    pub allowed_sans: Vec<String>,
+}
 
-/// A TLS setting that cannot be used; `key()` names the config field it came from.
+/// TLS on the dialing side. Without `ca` the system's trust store is used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, given together or not at all.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// SNI and certificate name to expect; `None` = the host the connection dials.
+    pub server_name: Option<String>,
+}
+
+/// A TLS setting that cannot be used; `key()` names the setting it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -47,7 +69,8 @@ pub enum TlsError {
 }
 
 impl TlsError {
-    /// The config field (below `tls.`) this error concerns.
+    /// The setting (a field of [`ServerTls`] or [`ClientTls`], as in the config below `tls.`) this
+    /// error concerns.
     pub fn key(&self) -> &'static str {
         match self {
             TlsError::Read { field, .. }
@@ -117,7 +140,7 @@ fn root_store(field: &'static str, path: &Path) -> Result<RootCertStore, TlsErro
 }
 
 /// The subject names a client certificate must match one of (`allowed_sans`).
-pub fn allowed_names(config: &ServerTlsConfig) -> Result<Vec<ServerName<'static>>, TlsError> {
+pub fn allowed_names(config: &ServerTls) -> Result<Vec<ServerName<'static>>, TlsError> {
     config
         .allowed_sans
         .iter()
@@ -142,7 +165,7 @@ pub fn names_any(certificate: &CertificateDer<'_>, allowed: &[ServerName<'static
 }
 
 /// Server side of a listener: ALPN `h2`; with `client_ca`, a verified client certificate is required.
-pub fn server_config(config: &ServerTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(config: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
     if !config.allowed_sans.is_empty() && config.client_ca.is_none() {
         return Err(TlsError::Verifier(
             "allowed_sans needs client_ca".to_owned(),
@@ -172,7 +195,7 @@ pub fn server_config(config: &ServerTlsConfig) -> Result<Arc<ServerConfig>, TlsE
 }
 
 /// Client side towards an upstream: ALPN `h2`, roots from `ca` or the system store.
-pub fn client_config(config: &ClientTlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(config: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = match &config.ca {
         Some(ca) => root_store("ca", ca)?,
         None => {

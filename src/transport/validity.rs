@@ -11,8 +11,6 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, RemoteSideConfig};
-
 /// A certificate expiring within this many days is warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -251,44 +249,10 @@ pub fn expiry(path: &Path) -> Result<String, String> {
         .map_err(|e| format!("validity unknown: {e}"))
 }
 
-/// Warnings, with their keys, for every certificate Strait presents (listeners, mux servers, and
-/// client certificates towards upstreams and remote sides) that is not valid at `now` or expires
-/// within [`EXPIRY_WARNING_DAYS`]. Every certificate of a file (the chain) is checked.
-pub fn warnings(config: &Config, now: i64) -> Vec<(String, String)> {
-    let mut files: Vec<(String, &Path)> = Vec::new();
-    for (i, listener) in config.listeners.iter().enumerate() {
-        if let Some(tls) = &listener.tls {
-            files.push((format!("listener[{i}].tls.cert"), &tls.cert));
-        }
-    }
-    for (i, upstream) in config.upstreams.iter().enumerate() {
-        if let Some(cert) = upstream.tls.as_ref().and_then(|t| t.cert.as_deref()) {
-            files.push((format!("upstream[{i}].tls.cert"), cert));
-        }
-    }
-    for (i, connection) in config.cluster_connections.iter().enumerate() {
-        let key = |field: &str| format!("cluster_connection[{i}].{field}");
-        if let Some(cert) = connection
-            .local
-            .tls
-            .as_ref()
-            .and_then(|t| t.cert.as_deref())
-        {
-            files.push((key("local.tls.cert"), cert));
-        }
-        match &connection.remote {
-            RemoteSideConfig::MuxServer { tls: Some(tls), .. } => {
-                files.push((key("remote.tls.cert"), &tls.cert));
-            }
-            RemoteSideConfig::Tcp { tls: Some(tls), .. }
-            | RemoteSideConfig::MuxClient { tls: Some(tls), .. } => {
-                if let Some(cert) = tls.cert.as_deref() {
-                    files.push((key("remote.tls.cert"), cert));
-                }
-            }
-            _ => {}
-        }
-    }
+/// Warnings for certificate files, each with the key it was given under (the config key that names
+/// the file), for every certificate that is not valid at `now` or expires within
+/// [`EXPIRY_WARNING_DAYS`]. Every certificate of a file (the chain) is checked.
+pub fn warnings(files: &[(String, &Path)], now: i64) -> Vec<(String, String)> {
     let mut warnings = Vec::new();
     for (key, path) in files {
         // An unreadable file is a config error that validate() reports; nothing to add here.
@@ -450,44 +414,22 @@ mod tests {
     }
 
     #[test]
-    fn warnings_name_the_key_and_the_date() {
+    fn warnings_name_the_key_the_file_and_the_date() {
         let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/certs");
-        let c = |name: &str| certs.join(name).display().to_string();
-        let text = format!(
-            r#"
-            [admin]
-            listen = "127.0.0.1:0"
-            [[upstream]]
-            name = "t"
-            address = "127.0.0.1:7233"
-            tls = {{ ca = "{ca}", cert = "{expired}", key = "{expired_key}" }}
-            [[listener]]
-            name = "good"
-            listen = "127.0.0.1:0"
-            upstream = "t"
-            tls = {{ cert = "{server}", key = "{server_key}" }}
-            [[listener]]
-            name = "future"
-            listen = "127.0.0.1:0"
-            upstream = "t"
-            tls = {{ cert = "{future}", key = "{future_key}" }}
-            "#,
-            ca = c("ca.pem"),
-            expired = c("expired.pem"),
-            expired_key = c("expired-key.pem"),
-            server = c("server.pem"),
-            server_key = c("server-key.pem"),
-            future = c("not-yet-valid.pem"),
-            future_key = c("not-yet-valid-key.pem"),
+        let (good, future, expired) = (
+            certs.join("server.pem"),
+            certs.join("not-yet-valid.pem"),
+            certs.join("expired.pem"),
         );
-        let config = Config::parse(&text).unwrap();
-        let warnings = warnings(&config, now());
+        let files = [
+            ("good".to_owned(), good.as_path()),
+            ("future".to_owned(), future.as_path()),
+            ("expired".to_owned(), expired.as_path()),
+            ("missing".to_owned(), Path::new("/nonexistent/cert.pem")),
+        ];
+        let warnings = warnings(&files, now());
         let keys: Vec<&str> = warnings.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            ["listener[1].tls.cert", "upstream[0].tls.cert"],
-            "{warnings:?}"
-        );
+        assert_eq!(keys, ["future", "expired"], "{warnings:?}");
         assert!(
             warnings[0]
                 .1
@@ -501,16 +443,13 @@ mod tests {
         );
         // The good certificate: warned about only when its end is near.
         let server = validity(&fixture("server.pem")).unwrap();
-        let near = super::warnings(&config, server.not_after - 3 * SECONDS_PER_DAY);
+        let near = super::warnings(&files, server.not_after - 3 * SECONDS_PER_DAY);
         assert!(
             near.iter()
-                .any(|(k, m)| k == "listener[0].tls.cert" && m.contains("expires in 3 day(s)")),
+                .any(|(k, m)| k == "good" && m.contains("expires in 3 day(s)")),
             "{near:?}"
         );
-        assert_eq!(
-            expiry(&certs.join("server.pem")).unwrap(),
-            utc(server.not_after)
-        );
+        assert_eq!(expiry(&good).unwrap(), utc(server.not_after));
     }
 
     /// Prints `seconds` as a GeneralizedTime and parses it back (the fuzz target's invariant).

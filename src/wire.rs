@@ -11,6 +11,9 @@ use bytes::Bytes;
 
 pub use chunks::{Builder, Chunks, Source, KEEP_RECEIVED, KEEP_UNTOUCHED};
 
+/// Nesting depth beyond which a message is refused (protobuf's own default limit is 100).
+pub const MAX_DEPTH: usize = 100;
+
 /// Largest nesting of groups skipped inside unknown fields.
 const MAX_GROUP_DEPTH: usize = 64;
 
