@@ -17,20 +17,14 @@
 //! (their `Drop` stops every process), hence the lint allowance, as in the test and bench crates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/support/s2s.rs"]
-mod s2s;
-#[path = "../tests/support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use s2s::{metric_sum, Mode, StraitPair, StraitProc};
-use temporal::json::Json;
-use testbed::{TwoClusters, TwoClustersOpts};
+use strait_test_support::json::{JsonExt, Value};
+use strait_test_support::s2s;
+use strait_test_support::s2s::{metric_sum, Mode, StraitPair, StraitProc};
+use strait_test_support::temporal;
+use strait_test_support::testbed::{TwoClusters, TwoClustersOpts};
 
 /// The whole demo's waits end by then (each wait is bounded more tightly, too).
 const BUDGET: Duration = Duration::from_secs(300);
@@ -177,12 +171,12 @@ fn main() {
     clusters.wait_signal_in_history(&clusters.a, NAMESPACE, signalled, SIGNAL);
     let history = clusters.a.history(NAMESPACE, signalled).unwrap_or_default();
     for event in &history {
-        if let Some(name) = event.str_at("workflowExecutionSignaledEventAttributes/signalName") {
+        if let Some(name) = event.str_at("/workflowExecutionSignaledEventAttributes/signalName") {
             println!(
                 "A's history of {signalled}: event {} {} signal {name:?} at {}",
-                field(event, "eventId"),
-                field(event, "eventType"),
-                field(event, "eventTime"),
+                field(event, "/eventId"),
+                field(event, "/eventType"),
+                field(event, "/eventTime"),
             );
         }
     }
@@ -257,9 +251,9 @@ fn summarize(strait: &StraitProc, label: &str, role: &str) {
 }
 
 /// A field of a JSON object as text, `?` if it is missing.
-fn field(json: &Json, path: &str) -> String {
+fn field(json: &Value, path: &str) -> String {
     match json.str_at(path) {
         Some(s) => s.to_owned(),
-        None => json.pointer(path).map_or("?".into(), Json::to_string),
+        None => json.pointer(path).map_or("?".into(), Value::to_string),
     }
 }

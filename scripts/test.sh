@@ -12,10 +12,10 @@ scripts/setup-test-env.sh
 
 echo "== rustfmt and clippy"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
-cargo test --locked --all-features --no-fail-fast 2>&1 | tee target/test.log
+cargo test --workspace --locked --all-features --no-fail-fast 2>&1 | tee target/test.log
 # The summary line CI reads.
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' target/test.log)
 failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' target/test.log)

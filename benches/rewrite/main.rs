@@ -30,7 +30,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "rewrite/fixtures.rs"]
 mod fixtures;
 
 use std::fmt::Write as _;
@@ -41,14 +40,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput};
+use fixtures::{Builder, Content, Fixture};
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, ReflectMessage, Value};
 use strait::config::TranslateConfig;
 use strait::rewrite::plan::MsgId;
 use strait::rewrite::plan::{Action, Targets, DATA_BLOB, HISTORY, HISTORY_BLOB_FIELDS};
 use strait::rewrite::walker::EditStats;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
-
-use fixtures::{Builder, Content, Fixture};
 
 const HISTORY_PATH: &str =
     "/temporal.api.workflowservice.v1.WorkflowService/GetWorkflowExecutionHistory";
