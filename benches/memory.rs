@@ -5,9 +5,9 @@
 //! them); `scripts/bench-peers.sh` installs the peers and runs it. Results
 //! are printed as Markdown and written to `target/bench-memory.md`.
 //!
-//! The proxies are those of the relay bench (`relay/peers.rs`: same
+//! The proxies are those of the relay bench (`tests/support/bench/peers.rs`: same
 //! generated configurations, one worker thread each) in front of the same
-//! echo backend (`relay/echo.rs`). For each proxy, a fresh process:
+//! echo backend (`tests/support/bench/echo.rs`). For each proxy, a fresh process:
 //!
 //! 1. **baseline**: `VmRSS` once it relays (one probe call) and is idle;
 //! 2. **idle connections**: `--connections` (10,000) client HTTP/2
@@ -30,7 +30,7 @@
 //!    message whole to edit it): in a fresh process per variant, 8 streams on
 //!    one connection to `StartWorkflowExecution`, each declaring a large
 //!    message, sending most of it and never ending it
-//!    (`support/gather_attack.rs`). Peak RSS (`VmHWM`) against the budget
+//!    (`tests/support/bench/gather_attack.rs`). Peak RSS (`VmHWM`) against the budget
 //!    that binds, how many streams were refused (RESOURCE_EXHAUSTED) or held,
 //!    and whether the proxy still relays afterwards.
 //!

@@ -18,8 +18,8 @@
 //! - this process: orchestration + the h2 load generator (its own tokio
 //!   runtime, `--client-threads` workers);
 //! - the echo backend: this same binary re-executed as a child process (see
-//!   `relay/echo.rs`), `--echo-threads` workers, shared by all runs;
-//! - the proxy: a fresh process per measurement (see `relay/peers.rs`), one
+//!   `tests/support/bench/echo.rs`), `--echo-threads` workers, shared by all runs;
+//! - the proxy: a fresh process per measurement (see `tests/support/bench/peers.rs`), one
 //!   worker thread each (Strait `worker_threads = 1`, nginx
 //!   `worker_processes 1` without a master, HAProxy `nbthread 1`, Envoy
 //!   `--concurrency 1`).

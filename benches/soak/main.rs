@@ -7,8 +7,16 @@
 //! `temporal` CLI. The report is printed and written to `target/soak.md`; the exit code is non-zero
 //! when any call failed, memory or tasks kept growing, or Strait died.
 //!
+//! Why a bench target and not a test binary, though it passes or fails: it is a long-running
+//! program with its own options (duration, sampling, scale) that is meant to run for minutes to
+//! hours on an optimized build, like the load generators it shares with the relay bench. `cargo
+//! bench` gives it the release profile by default (`scripts/soak.sh --dev` for CI's dev build) and
+//! passes its options through untouched, while plain `cargo test` never starts it: as a test binary
+//! every `cargo test` would run (or have to skip) a 90 s load against a Temporal server, and
+//! libtest's arguments would be mixed with its own.
+//!
 //! Processes: the Temporal dev server (`tests/support/temporal.rs`), the echo backend (this binary
-//! re-executed, `benches/relay/echo.rs`), and Strait (`strait run`) with two listeners: `clients`
+//! re-executed, `tests/support/bench/echo.rs`), and Strait (`strait run`) with two listeners: `clients`
 //! → the Temporal frontend and `echo` → the echo backend. This process runs the load, paced (a
 //! soak is about time, not throughput), each worker on its own HTTP/2 connection:
 //! - unary echo calls of 100 B and of 64 KiB, every echo compared byte for byte;
