@@ -35,28 +35,23 @@ fn step(what: &str) {
     println!("\n==> {what}");
 }
 
+/// Demo 2: two Temporal clusters replicating through two Strait processes (mux link, mutual TLS).
+#[derive(clap::Parser)]
+#[command(name = "replication_demo")]
+struct Args {
+    /// Workflows started on A
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    workflows: u64,
+    /// Never use the shipped ports
+    #[arg(long)]
+    free_ports: bool,
+}
+
 fn main() {
+    let args = <Args as clap::Parser>::parse();
     s2s::reap_children_on_signal();
-    let mut workflows = 3usize;
-    let mut prefer_shipped = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--workflows" => {
-                workflows = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| n > 0)
-                    .expect("--workflows needs a positive number")
-            }
-            "--free-ports" => prefer_shipped = false,
-            "-h" | "--help" => {
-                println!("replication_demo [--workflows N] [--free-ports]");
-                return;
-            }
-            other => panic!("unknown argument {other:?}; try --help"),
-        }
-    }
+    let workflows = args.workflows as usize;
+    let prefer_shipped = !args.free_ports;
     let started = Instant::now();
 
     step("Starting two Temporal clusters (patched dev servers, in memory)");
