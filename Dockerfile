@@ -7,6 +7,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# The workspace's member crate (test and bench helpers): cargo reads every member's manifest.
+COPY tests/support ./tests/support
 COPY descriptors ./descriptors
 RUN cargo build --release --locked --bin strait
 

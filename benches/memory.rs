@@ -5,9 +5,9 @@
 //! them); `scripts/bench-peers.sh` installs the peers and runs it. Results
 //! are printed as Markdown and written to `target/bench-memory.md`.
 //!
-//! The proxies are those of the relay bench (`relay/peers.rs`: same
+//! The proxies are those of the relay bench (`tests/support/bench/peers.rs`: same
 //! generated configurations, one worker thread each) in front of the same
-//! echo backend (`relay/echo.rs`). For each proxy, a fresh process:
+//! echo backend (`tests/support/bench/echo.rs`). For each proxy, a fresh process:
 //!
 //! 1. **baseline**: `VmRSS` once it relays (one probe call) and is idle;
 //! 2. **idle connections**: `--connections` (10,000) client HTTP/2
@@ -30,7 +30,7 @@
 //!    message whole to edit it): in a fresh process per variant, 8 streams on
 //!    one connection to `StartWorkflowExecution`, each declaring a large
 //!    message, sending most of it and never ending it
-//!    (`support/gather_attack.rs`). Peak RSS (`VmHWM`) against the budget
+//!    (`tests/support/bench/gather_attack.rs`). Peak RSS (`VmHWM`) against the budget
 //!    that binds, how many streams were refused (RESOURCE_EXHAUSTED) or held,
 //!    and whether the proxy still relays afterwards.
 //!
@@ -41,27 +41,6 @@
 //! far as the hard limit allows).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[allow(dead_code)]
-#[path = "support/common.rs"]
-mod common;
-#[allow(dead_code)]
-#[path = "relay/echo.rs"]
-mod echo;
-#[path = "support/gather_attack.rs"]
-mod gather_attack;
-#[allow(dead_code)]
-#[path = "relay/h2cfg.rs"]
-mod h2cfg;
-#[allow(dead_code)]
-#[path = "relay/load.rs"]
-mod load;
-#[allow(dead_code)]
-#[path = "relay/peers.rs"]
-mod peers;
-#[allow(dead_code)]
-#[path = "relay/procstat.rs"]
-mod procstat;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -74,32 +53,14 @@ use h2::{Ping, PingPong};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use peers::{Binaries, Peer, ProxyProcess};
-
-const USAGE: &str = "\
-memory bench: cargo bench --bench memory -- [OPTIONS]
-
-  --rows A,B,...         proxies to measure (default strait,nginx,haproxy,envoy;
-                         strait-translate is also known)
-  --connections N        idle client connections per round (default 10000)
-  --streams N            concurrently open bidi streams (default 1000)
-  --stream-connections K connections carrying the streams (default 10)
-  --rounds R             rounds of opening and closing the idle connections
-                         (default 5)
-  --open-parallelism P   connections being opened at once (default 64)
-  --client-threads N     load generator tokio workers (default 2)
-  --strait-threads N     Strait [runtime] worker_threads (default 1)
-  --strait PATH, --nginx PATH, --haproxy PATH, --envoy PATH
-                         proxy binaries (as in the relay bench)
-  --phases A,B,...       idle, streams, gather (default all three; gather runs
-                         for the strait-translate row only)
-  --gather V,...         gather attack variants (default reported,large,filled):
-                         reported = defaults, 8 x 101 MiB declared / 100 MiB sent;
-                         large = the same with max_edited_request_bytes 128 MiB;
-                         filled = that limit, 8 x 20 MiB declared / 19 MiB sent
-  --out PATH             Markdown output (default target/bench-memory.md)
-Unknown --flags (such as cargo's --bench) are ignored.
-";
+use strait_test_support::bench::echo;
+use strait_test_support::bench::gather_attack;
+use strait_test_support::bench::h2cfg;
+use strait_test_support::bench::load;
+use strait_test_support::bench::peers;
+use strait_test_support::bench::peers::{Binaries, Peer, ProxyProcess};
+use strait_test_support::bench::procstat;
+use strait_test_support::bench::report;
 
 /// How long to wait for connections to open, answer, or close.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -170,6 +131,93 @@ impl GatherVariant {
     }
 }
 
+/// Memory benchmark: idle connections, open streams and the gather attack against each proxy (the
+/// file's doc says what is measured and how).
+#[derive(clap::Parser)]
+#[command(
+    name = "memory bench",
+    override_usage = "cargo bench --bench memory -- [OPTIONS]"
+)]
+struct Args {
+    /// Proxies to measure [default: strait,nginx,haproxy,envoy; strait-translate is also known]
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',', value_parser = parse_peer)]
+    rows: Vec<Peer>,
+    /// Idle client connections per round
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    connections: usize,
+    /// Concurrently open bidi streams
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    streams: usize,
+    /// Connections carrying the streams
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    stream_connections: usize,
+    /// Rounds of opening and closing the idle connections
+    #[arg(long, value_name = "R", default_value_t = 5)]
+    rounds: usize,
+    /// Connections being opened at once
+    #[arg(long, value_name = "P", default_value_t = 64)]
+    open_parallelism: usize,
+    /// Load generator tokio workers
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    client_threads: usize,
+    /// Strait [runtime] worker_threads
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    strait_threads: usize,
+    /// Strait binary [default: the one cargo built]
+    #[arg(long, value_name = "PATH")]
+    strait: Option<PathBuf>,
+    /// nginx binary (as in the relay bench)
+    #[arg(long, value_name = "PATH")]
+    nginx: Option<PathBuf>,
+    /// HAProxy binary (as in the relay bench)
+    #[arg(long, value_name = "PATH")]
+    haproxy: Option<PathBuf>,
+    /// Envoy binary (as in the relay bench)
+    #[arg(long, value_name = "PATH")]
+    envoy: Option<PathBuf>,
+    /// Phases: idle, streams, gather [default: all three; gather runs for the strait-translate row
+    /// only]
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',', value_parser = parse_phase)]
+    phases: Vec<Phase>,
+    /// Gather attack variants [default: reported,large,filled]: reported = defaults, 8 x 101 MiB
+    /// declared / 100 MiB sent; large = the same with max_edited_request_bytes 128 MiB; filled =
+    /// that limit, 8 x 20 MiB declared / 19 MiB sent
+    #[arg(long, value_name = "V,...", value_delimiter = ',', value_parser = parse_gather)]
+    gather: Vec<GatherVariant>,
+    /// Markdown output [default: target/bench-memory.md]
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench` to every harness = false bench; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn parse_peer(s: &str) -> Result<Peer, String> {
+    Peer::parse(s.trim()).ok_or_else(|| format!("unknown row {s:?}"))
+}
+
+fn parse_phase(s: &str) -> Result<Phase, String> {
+    match s.trim() {
+        "idle" => Ok(Phase::Idle),
+        "streams" => Ok(Phase::Streams),
+        "gather" => Ok(Phase::Gather),
+        other => Err(format!("unknown phase {other:?}")),
+    }
+}
+
+fn parse_gather(s: &str) -> Result<GatherVariant, String> {
+    GatherVariant::parse(s.trim()).ok_or_else(|| format!("unknown variant {s:?}"))
+}
+
+/// `list`, or `default` when the option was not given.
+fn or_default<T>(list: Vec<T>, default: impl FnOnce() -> Vec<T>) -> Vec<T> {
+    if list.is_empty() {
+        default()
+    } else {
+        list
+    }
+}
+
 struct Opts {
     rows: Vec<Peer>,
     connections: usize,
@@ -190,98 +238,38 @@ struct Opts {
 
 impl Opts {
     fn parse() -> Self {
-        let mut opts = Opts {
-            rows: vec![Peer::Strait, Peer::Nginx, Peer::Haproxy, Peer::Envoy],
-            connections: 10_000,
-            streams: 1_000,
-            stream_connections: 10,
-            open_parallelism: 64,
-            rounds: 5,
-            client_threads: 2,
-            strait_threads: 1,
-            strait: PathBuf::from(env!("CARGO_BIN_EXE_strait")),
-            nginx: None,
-            haproxy: None,
-            envoy: None,
-            out: common::target_dir().join("bench-memory.md"),
-            phases: vec![Phase::Idle, Phase::Streams, Phase::Gather],
-            gather: vec![
-                GatherVariant::Reported,
-                GatherVariant::Large,
-                GatherVariant::Filled,
-            ],
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = |what: &str| -> String {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .unwrap_or_else(|| panic!("{what} needs a value\n{USAGE}"))
-            };
-            fn num(flag: &str, v: String) -> usize {
-                v.parse::<usize>()
-                    .unwrap_or_else(|_| panic!("{flag}: invalid value {v:?}\n{USAGE}"))
-                    .max(1)
-            }
-            match flag.as_str() {
-                "--rows" => {
-                    opts.rows = value(&flag)
-                        .split(',')
-                        .filter(|r| !r.trim().is_empty())
-                        .map(|r| {
-                            Peer::parse(r.trim())
-                                .unwrap_or_else(|| panic!("--rows: unknown row {r:?}\n{USAGE}"))
-                        })
-                        .collect()
-                }
-                "--connections" => opts.connections = num(&flag, value(&flag)),
-                "--streams" => opts.streams = num(&flag, value(&flag)),
-                "--stream-connections" => opts.stream_connections = num(&flag, value(&flag)),
-                "--rounds" => opts.rounds = num(&flag, value(&flag)),
-                "--open-parallelism" => opts.open_parallelism = num(&flag, value(&flag)),
-                "--client-threads" => opts.client_threads = num(&flag, value(&flag)),
-                "--strait-threads" => opts.strait_threads = num(&flag, value(&flag)),
-                "--strait" => opts.strait = PathBuf::from(value(&flag)),
-                "--nginx" => opts.nginx = Some(PathBuf::from(value(&flag))),
-                "--haproxy" => opts.haproxy = Some(PathBuf::from(value(&flag))),
-                "--envoy" => opts.envoy = Some(PathBuf::from(value(&flag))),
-                "--out" => opts.out = PathBuf::from(value(&flag)),
-                "--phases" => {
-                    opts.phases = value(&flag)
-                        .split(',')
-                        .filter(|p| !p.trim().is_empty())
-                        .map(|p| match p.trim() {
-                            "idle" => Phase::Idle,
-                            "streams" => Phase::Streams,
-                            "gather" => Phase::Gather,
-                            other => panic!("--phases: unknown phase {other:?}\n{USAGE}"),
-                        })
-                        .collect()
-                }
-                "--gather" => {
-                    opts.gather = value(&flag)
-                        .split(',')
-                        .filter(|v| !v.trim().is_empty())
-                        .map(|v| {
-                            GatherVariant::parse(v.trim()).unwrap_or_else(|| {
-                                panic!("--gather: unknown variant {v:?}\n{USAGE}")
-                            })
-                        })
-                        .collect()
-                }
-                "-h" | "--help" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                _ => {} // e.g. cargo's `--bench`
-            }
+        let args = <Args as clap::Parser>::parse();
+        Opts {
+            rows: or_default(args.rows, || {
+                vec![Peer::Strait, Peer::Nginx, Peer::Haproxy, Peer::Envoy]
+            }),
+            connections: args.connections.max(1),
+            streams: args.streams.max(1),
+            stream_connections: args.stream_connections.max(1),
+            open_parallelism: args.open_parallelism.max(1),
+            rounds: args.rounds.max(1),
+            client_threads: args.client_threads.max(1),
+            strait_threads: args.strait_threads.max(1),
+            strait: args
+                .strait
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strait"))),
+            nginx: args.nginx,
+            haproxy: args.haproxy,
+            envoy: args.envoy,
+            out: args
+                .out
+                .unwrap_or_else(|| report::target_dir().join("bench-memory.md")),
+            phases: or_default(args.phases, || {
+                vec![Phase::Idle, Phase::Streams, Phase::Gather]
+            }),
+            gather: or_default(args.gather, || {
+                vec![
+                    GatherVariant::Reported,
+                    GatherVariant::Large,
+                    GatherVariant::Filled,
+                ]
+            }),
         }
-        opts
     }
 }
 
@@ -851,7 +839,7 @@ fn main() {
         return;
     }
     let opts = Opts::parse();
-    let target = common::target_dir();
+    let target = report::target_dir();
     let work_dir = target.join("bench-memory");
     std::fs::create_dir_all(&work_dir).expect("creating target/bench-memory");
     let limit = procstat::open_files_limit().unwrap_or(0);
@@ -882,7 +870,8 @@ fn main() {
         &target,
     );
     let descriptors = work_dir.join("bench-descriptors.binpb");
-    peers::write_descriptor_set(&descriptors).expect("writing the bench descriptor set");
+    peers::write_descriptor_set(&descriptors, strait::descriptor_set::EMBEDDED)
+        .expect("writing the bench descriptor set");
     let mut settings = peers::Settings::new(opts.strait_threads, 1, descriptors);
     settings.haproxy_min_maxconn = opts.connections as u64 + 1000;
     let bench = Bench {
@@ -939,7 +928,7 @@ fn render(bench: &Bench, results: &[(Peer, Result<RowResult, String>)]) -> Strin
          streams, in another fresh process: {} bidi streams over {} connections, each having \
          echoed one {STREAM_MSG} B message and left open; per stream = (RSS with the streams − \
          RSS with only their connections) / {}.\n",
-        common::machine(),
+        report::machine(),
         o.rounds,
         o.connections,
         o.connections,

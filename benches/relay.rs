@@ -18,8 +18,8 @@
 //! - this process: orchestration + the h2 load generator (its own tokio
 //!   runtime, `--client-threads` workers);
 //! - the echo backend: this same binary re-executed as a child process (see
-//!   `relay/echo.rs`), `--echo-threads` workers, shared by all runs;
-//! - the proxy: a fresh process per measurement (see `relay/peers.rs`), one
+//!   `tests/support/bench/echo.rs`), `--echo-threads` workers, shared by all runs;
+//! - the proxy: a fresh process per measurement (see `tests/support/bench/peers.rs`), one
 //!   worker thread each (Strait `worker_threads = 1`, nginx
 //!   `worker_processes 1` without a master, HAProxy `nbthread 1`, Envoy
 //!   `--concurrency 1`).
@@ -44,25 +44,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/common.rs"]
-mod common;
-#[path = "relay/echo.rs"]
-mod echo;
-#[path = "relay/h2cfg.rs"]
-mod h2cfg;
-#[path = "relay/load.rs"]
-mod load;
-#[path = "relay/peers.rs"]
-mod peers;
-#[path = "relay/procstat.rs"]
-mod procstat;
-
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use load::{Kind, Outcome, Spec};
-use peers::{Binaries, Peer, ProxyProcess};
+use strait_test_support::bench::echo;
+use strait_test_support::bench::load;
+use strait_test_support::bench::load::{Kind, Outcome, Spec};
+use strait_test_support::bench::peers;
+use strait_test_support::bench::peers::{Binaries, Peer, ProxyProcess};
+use strait_test_support::bench::procstat;
+use strait_test_support::bench::report;
 
 struct Scenario {
     name: &'static str,
@@ -131,44 +123,93 @@ const ALL_ROWS: [Row; 6] = [
     Row::Proxy(Peer::Envoy),
 ];
 
-const USAGE: &str = "\
-relay bench: cargo bench --bench relay -- [OPTIONS] [FILTER...]
+/// Relay benchmark: Strait against its peers (the file's doc says what is measured and how).
+#[derive(clap::Parser)]
+#[command(
+    name = "relay bench",
+    override_usage = "cargo bench --bench relay -- [OPTIONS] [FILTER]..."
+)]
+struct Args {
+    /// Run only scenarios whose name contains a filter (spaces ignored, e.g. `unary100`, `bidi`,
+    /// `64kib`)
+    #[arg(value_name = "FILTER")]
+    filters: Vec<String>,
+    /// Rows to measure, in this order (default all: direct,strait,strait-translate,nginx,haproxy,
+    /// envoy); the direct row always runs (ratios need it)
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',', value_parser = parse_row)]
+    rows: Vec<Row>,
+    /// Repetitions per scenario
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    reps: usize,
+    /// Measured window per run, seconds [default: 5, env STRAIT_BENCH_SECONDS]
+    #[arg(long, value_name = "S")]
+    seconds: Option<f64>,
+    /// Warmup before each window, seconds [default: 1, env STRAIT_BENCH_WARMUP]
+    #[arg(long, value_name = "S")]
+    warmup: Option<f64>,
+    /// Fixed-rate latency phase, calls/s, 100 B scenarios
+    #[arg(long = "rate-100b", value_name = "R", default_value_t = 2000.0)]
+    rate_small: f64,
+    /// The same for the 64 KiB scenarios
+    #[arg(long = "rate-64k", value_name = "R", default_value_t = 500.0)]
+    rate_large: f64,
+    /// Length of the fixed-rate phase, seconds (0 skips it)
+    #[arg(long, value_name = "S", default_value_t = 3.0)]
+    latency_seconds: f64,
+    /// Concurrent call slots in the fixed-rate phase
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    latency_slots: usize,
+    /// Client HTTP/2 connections
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    connections: usize,
+    /// Concurrent calls/streams, all scenarios [default: 128 for 100 B, 64 for 64 KiB]
+    #[arg(long, value_name = "C")]
+    concurrency: Option<usize>,
+    /// Load generator tokio workers
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    client_threads: usize,
+    /// Echo backend tokio workers
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    echo_threads: usize,
+    /// Strait [runtime] worker_threads
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    strait_threads: usize,
+    /// Strait connections to the echo backend
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    upstream_connections: usize,
+    /// Strait binary [default: the one cargo built]
+    #[arg(long, value_name = "PATH")]
+    strait: Option<PathBuf>,
+    /// nginx binary [default: PATH and /usr/sbin]; a missing peer is reported as "not installed"
+    #[arg(long, value_name = "PATH")]
+    nginx: Option<PathBuf>,
+    /// HAProxy binary [default: PATH and /usr/sbin]
+    #[arg(long, value_name = "PATH")]
+    haproxy: Option<PathBuf>,
+    /// Envoy binary [default: PATH, /usr/sbin, target/venv-bench from scripts/bench-peers.sh, or
+    /// env STRAIT_BENCH_ENVOY]
+    #[arg(long, value_name = "PATH")]
+    envoy: Option<PathBuf>,
+    /// Markdown output [default: target/bench-relay.md]
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Same as --rows direct
+    #[arg(long)]
+    direct_only: bool,
+    /// Run Strait under `valgrind --tool=callgrind`, count its instructions over the closed-loop
+    /// window only (zeroed and dumped with callgrind_control at the window's edges) and report
+    /// instructions per call (Ir/call); use with --rows strait[,strait-translate], a long
+    /// --seconds, --latency-seconds 0 and --reps 1
+    #[arg(long)]
+    callgrind: bool,
+    /// Passed by `cargo bench` to every harness = false bench; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
-  FILTER                 run only scenarios whose name contains a filter
-                         (spaces ignored, e.g. `unary100`, `bidi`, `64kib`)
-  --rows A,B,...         rows to measure, in this order (default all:
-                         direct,strait,strait-translate,nginx,haproxy,envoy);
-                         the direct row always runs (ratios need it)
-  --reps N               repetitions per scenario (default 3)
-  --seconds S            measured window per run (default 5, env STRAIT_BENCH_SECONDS)
-  --warmup S             warmup before each window (default 1, env STRAIT_BENCH_WARMUP)
-  --rate-100b R          fixed-rate latency phase, calls/s, 100 B scenarios (default 2000)
-  --rate-64k R           the same for the 64 KiB scenarios (default 500)
-  --latency-seconds S    length of the fixed-rate phase (default 3; 0 skips it)
-  --latency-slots N      concurrent call slots in the fixed-rate phase (default 64)
-  --connections K        client HTTP/2 connections (default 2)
-  --concurrency C        concurrent calls/streams, all scenarios (default 128 for
-                         100 B, 64 for 64 KiB)
-  --client-threads N     load generator tokio workers (default 1)
-  --echo-threads N       echo backend tokio workers (default 1)
-  --strait-threads N     Strait [runtime] worker_threads (default 1)
-  --upstream-connections N  Strait connections to the echo backend (default 1)
-  --strait PATH          Strait binary (default: the one cargo built)
-  --nginx PATH, --haproxy PATH, --envoy PATH
-                         peer binaries (default: PATH and /usr/sbin; Envoy also
-                         target/venv-bench from scripts/bench-peers.sh, or env
-                         STRAIT_BENCH_ENVOY); a missing one is reported as
-                         \"not installed\"
-  --out PATH             Markdown output (default target/bench-relay.md)
-  --direct-only          same as --rows direct
-  --callgrind            run Strait under `valgrind --tool=callgrind`, count its
-                         instructions over the closed-loop window only (zeroed
-                         and dumped with callgrind_control at the window's
-                         edges) and report instructions per call (Ir/call);
-                         use with --rows strait[,strait-translate], a long
-                         --seconds, --latency-seconds 0 and --reps 1
-Unknown --flags (such as cargo's --bench) are ignored.
-";
+fn parse_row(s: &str) -> Result<Row, String> {
+    Row::parse(s.trim()).ok_or_else(|| format!("unknown row {s:?}"))
+}
 
 struct Opts {
     seconds: f64,
@@ -200,101 +241,56 @@ fn env_f64(name: &str) -> Option<f64> {
 
 impl Opts {
     fn parse() -> Self {
-        let mut opts = Opts {
-            seconds: env_f64("STRAIT_BENCH_SECONDS").unwrap_or(5.0),
-            warmup: env_f64("STRAIT_BENCH_WARMUP").unwrap_or(1.0),
-            reps: 3,
-            rows: ALL_ROWS.to_vec(),
-            rate_small: 2000.0,
-            rate_large: 500.0,
-            latency_seconds: 3.0,
-            latency_slots: 64,
-            connections: 2,
-            concurrency: None,
-            client_threads: 1,
-            echo_threads: 1,
-            strait_threads: 1,
-            upstream_connections: 1,
-            strait: PathBuf::from(env!("CARGO_BIN_EXE_strait")),
-            nginx: None,
-            haproxy: None,
-            envoy: None,
-            out: common::target_dir().join("bench-relay.md"),
-            filters: Vec::new(),
-            callgrind: false,
+        let args = <Args as clap::Parser>::parse();
+        let mut rows = if args.direct_only {
+            vec![Row::Direct]
+        } else if args.rows.is_empty() {
+            ALL_ROWS.to_vec()
+        } else {
+            args.rows
         };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = |what: &str| -> String {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .unwrap_or_else(|| panic!("{what} needs a value\n{USAGE}"))
-            };
-            fn num<T: std::str::FromStr>(flag: &str, v: String) -> T {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{flag}: invalid value {v:?}\n{USAGE}"))
-            }
-            match flag.as_str() {
-                "--seconds" => opts.seconds = num(&flag, value(&flag)),
-                "--warmup" => opts.warmup = num(&flag, value(&flag)),
-                "--reps" => opts.reps = num::<usize>(&flag, value(&flag)).max(1),
-                "--rows" => {
-                    opts.rows = value(&flag)
-                        .split(',')
-                        .filter(|r| !r.trim().is_empty())
-                        .map(|r| {
-                            Row::parse(r.trim())
-                                .unwrap_or_else(|| panic!("--rows: unknown row {r:?}\n{USAGE}"))
-                        })
-                        .collect()
-                }
-                "--rate-100b" => opts.rate_small = num(&flag, value(&flag)),
-                "--rate-64k" => opts.rate_large = num(&flag, value(&flag)),
-                "--latency-seconds" => opts.latency_seconds = num(&flag, value(&flag)),
-                "--latency-slots" => opts.latency_slots = num::<usize>(&flag, value(&flag)).max(1),
-                "--connections" => opts.connections = num::<usize>(&flag, value(&flag)).max(1),
-                "--concurrency" => {
-                    opts.concurrency = Some(num::<usize>(&flag, value(&flag)).max(1))
-                }
-                "--client-threads" => {
-                    opts.client_threads = num::<usize>(&flag, value(&flag)).max(1)
-                }
-                "--echo-threads" => opts.echo_threads = num::<usize>(&flag, value(&flag)).max(1),
-                "--strait-threads" => {
-                    opts.strait_threads = num::<usize>(&flag, value(&flag)).max(1)
-                }
-                "--upstream-connections" => {
-                    opts.upstream_connections = num::<usize>(&flag, value(&flag)).max(1)
-                }
-                "--strait" => opts.strait = PathBuf::from(value(&flag)),
-                "--nginx" => opts.nginx = Some(PathBuf::from(value(&flag))),
-                "--haproxy" => opts.haproxy = Some(PathBuf::from(value(&flag))),
-                "--envoy" => opts.envoy = Some(PathBuf::from(value(&flag))),
-                "--out" => opts.out = PathBuf::from(value(&flag)),
-                "--direct-only" => opts.rows = vec![Row::Direct],
-                "--callgrind" => opts.callgrind = true,
-                "-h" | "--help" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                f if f.starts_with('-') => {} // e.g. cargo's `--bench`
-                f => opts.filters.push(normalize(f)),
-            }
-        }
-        if !opts.rows.contains(&Row::Direct) {
-            opts.rows.insert(0, Row::Direct);
+        if !rows.contains(&Row::Direct) {
+            rows.insert(0, Row::Direct);
         }
         let mut seen = Vec::new();
-        opts.rows.retain(|r| {
+        rows.retain(|r| {
             let new = !seen.contains(r);
             seen.push(*r);
             new
         });
+        let opts = Opts {
+            seconds: args
+                .seconds
+                .or_else(|| env_f64("STRAIT_BENCH_SECONDS"))
+                .unwrap_or(5.0),
+            warmup: args
+                .warmup
+                .or_else(|| env_f64("STRAIT_BENCH_WARMUP"))
+                .unwrap_or(1.0),
+            reps: args.reps.max(1),
+            rows,
+            rate_small: args.rate_small,
+            rate_large: args.rate_large,
+            latency_seconds: args.latency_seconds,
+            latency_slots: args.latency_slots.max(1),
+            connections: args.connections.max(1),
+            concurrency: args.concurrency.map(|c| c.max(1)),
+            client_threads: args.client_threads.max(1),
+            echo_threads: args.echo_threads.max(1),
+            strait_threads: args.strait_threads.max(1),
+            upstream_connections: args.upstream_connections.max(1),
+            strait: args
+                .strait
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strait"))),
+            nginx: args.nginx,
+            haproxy: args.haproxy,
+            envoy: args.envoy,
+            out: args
+                .out
+                .unwrap_or_else(|| report::target_dir().join("bench-relay.md")),
+            filters: args.filters.iter().map(|f| normalize(f)).collect(),
+            callgrind: args.callgrind,
+        };
         assert!(opts.seconds > 0.0, "--seconds must be > 0");
         assert!(opts.warmup >= 0.0, "--warmup must be >= 0");
         assert!(
@@ -362,10 +358,10 @@ struct Measurement {
 
 impl Measurement {
     fn new(outcome: Outcome, before: Sample, after: Sample, tck: u64) -> Self {
-        let loadgen_cpu_s = common::cpu_delta(before.loadgen, after.loadgen, tck);
-        let echo_cpu_s = common::cpu_delta(before.echo, after.echo, tck);
-        let proxy_cpu_s = common::cpu_delta(before.proxy, after.proxy, tck);
-        let other_cpu_s = common::cpu_delta(before.system, after.system, tck).map(|total| {
+        let loadgen_cpu_s = procstat::cpu_delta(before.loadgen, after.loadgen, tck);
+        let echo_cpu_s = procstat::cpu_delta(before.echo, after.echo, tck);
+        let proxy_cpu_s = procstat::cpu_delta(before.proxy, after.proxy, tck);
+        let other_cpu_s = procstat::cpu_delta(before.system, after.system, tck).map(|total| {
             (total
                 - loadgen_cpu_s.unwrap_or(0.0)
                 - echo_cpu_s.unwrap_or(0.0)
@@ -609,7 +605,7 @@ fn main() {
         return;
     }
     let opts = Opts::parse();
-    let target = common::target_dir();
+    let target = report::target_dir();
     let work_dir = target.join("bench-relay");
     std::fs::create_dir_all(&work_dir).expect("creating target/bench-relay");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -627,7 +623,8 @@ fn main() {
         &target,
     );
     let descriptors = work_dir.join("bench-descriptors.binpb");
-    peers::write_descriptor_set(&descriptors).expect("writing the bench descriptor set");
+    peers::write_descriptor_set(&descriptors, strait::descriptor_set::EMBEDDED)
+        .expect("writing the bench descriptor set");
     let mut settings =
         peers::Settings::new(opts.strait_threads, opts.upstream_connections, descriptors);
     settings.callgrind = opts.callgrind;
@@ -785,7 +782,7 @@ fn render(bench: &Bench, results: &[ScenarioResults<'_>]) -> String {
          (64 KiB) over {} slots, measured from each call's scheduled time. A bidi \
          \"call\" is one message round trip on a long-lived ping-pong stream. Cells: median \
          (min–max) over the runs that did not fail.\n",
-        common::machine(),
+        report::machine(),
         o.strait_threads,
         o.upstream_connections,
         o.connections,

@@ -21,46 +21,18 @@
 //!   both servers and the whole machine is sampled at the batch's edges.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// Built as a test (clippy --all-targets) with harness = false, the support modules' `#[test]`s are
-// compiled away and leave their `use super::*` unused.
-#![cfg_attr(test, allow(unused_imports))]
-
-#[path = "support/common.rs"]
-mod common;
-#[path = "relay/procstat.rs"]
-mod procstat;
-#[path = "../tests/support/s2s.rs"]
-mod s2s;
-#[path = "../tests/support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
 
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use temporal::json::Json;
-use temporal::{unique, Interactive};
-use testbed::{TwoClusters, TwoClustersOpts};
-
-const USAGE: &str = "\
-replication bench: cargo bench --bench replication -- [OPTIONS] [MODE...]
-
-  MODE                   direct, tcp, mux (default: all three, in that order)
-  --workflows N          workflows measured per run (default 1000, quick 200; env STRAIT_BENCH_WORKFLOWS)
-  --reps R               rounds: runs per mode, each on fresh clusters (default 3, quick 2;
-                         env STRAIT_BENCH_REPS)
-  --concurrency C        workflow starts in flight (default 64)
-  --warmup N             warm-up workflows per run, not measured (default 50, quick 20)
-  --timeout S            limit per batch of workflows, seconds (default 180)
-  --quick                the quick defaults (also env STRAIT_BENCH_QUICK=1)
-  --strait PATH          Strait binary (default: the one cargo built)
-  --out PATH             Markdown output (default target/bench-replication.md)
-Unknown --flags (such as cargo's --bench) are ignored.
-";
+use strait_test_support::bench::procstat;
+use strait_test_support::bench::report;
+use strait_test_support::json::{self, JsonExt, Value};
+use strait_test_support::s2s;
+use strait_test_support::temporal::{unique, Interactive};
+use strait_test_support::testbed::{TwoClusters, TwoClustersOpts};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
@@ -91,6 +63,54 @@ impl Link {
     }
 }
 
+/// Replication benchmark: workflows replicated from cluster A to B, direct and through a Strait
+/// pair (the file's doc says what is measured and how).
+#[derive(clap::Parser)]
+#[command(
+    name = "replication bench",
+    override_usage = "cargo bench --bench replication -- [OPTIONS] [MODE]..."
+)]
+struct Args {
+    /// direct, tcp, mux [default: all three, in that order]
+    #[arg(value_name = "MODE", value_parser = parse_link)]
+    links: Vec<Link>,
+    /// Workflows measured per run [default: 1000, quick 200; env STRAIT_BENCH_WORKFLOWS]
+    #[arg(long, value_name = "N")]
+    workflows: Option<usize>,
+    /// Rounds: runs per mode, each on fresh clusters [default: 3, quick 2; env STRAIT_BENCH_REPS]
+    #[arg(long, value_name = "R")]
+    reps: Option<usize>,
+    /// Workflow starts in flight
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    concurrency: usize,
+    /// Warm-up workflows per run, not measured [default: 50, quick 20]
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
+    /// Limit per batch of workflows, seconds
+    #[arg(long, value_name = "S", default_value_t = 180.0)]
+    timeout: f64,
+    /// The quick defaults (also env STRAIT_BENCH_QUICK=1)
+    #[arg(long)]
+    quick: bool,
+    /// Strait binary [default: the one cargo built]
+    #[arg(long, value_name = "PATH")]
+    strait: Option<PathBuf>,
+    /// Markdown output [default: target/bench-replication.md]
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench` to every harness = false bench; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn parse_link(s: &str) -> Result<Link, String> {
+    Link::ALL
+        .iter()
+        .find(|l| l.key() == s.to_lowercase())
+        .copied()
+        .ok_or_else(|| format!("unknown mode {s:?}"))
+}
+
 struct Opts {
     workflows: usize,
     reps: usize,
@@ -109,60 +129,32 @@ fn env_usize(name: &str) -> Option<usize> {
 
 impl Opts {
     fn parse() -> Opts {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let quick = args.iter().any(|a| a == "--quick")
+        let args = <Args as clap::Parser>::parse();
+        let quick = args.quick
             || std::env::var("STRAIT_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let mut opts = Opts {
-            workflows: env_usize("STRAIT_BENCH_WORKFLOWS").unwrap_or(if quick {
-                200
-            } else {
-                1000
-            }),
-            reps: env_usize("STRAIT_BENCH_REPS").unwrap_or(if quick { 2 } else { 3 }),
-            concurrency: 64,
-            warmup: if quick { 20 } else { 50 },
-            timeout: 180.0,
+            workflows: args
+                .workflows
+                .or_else(|| env_usize("STRAIT_BENCH_WORKFLOWS"))
+                .unwrap_or(if quick { 200 } else { 1000 })
+                .max(1),
+            reps: args
+                .reps
+                .or_else(|| env_usize("STRAIT_BENCH_REPS"))
+                .unwrap_or(if quick { 2 } else { 3 })
+                .max(1),
+            concurrency: args.concurrency.max(1),
+            warmup: args.warmup.unwrap_or(if quick { 20 } else { 50 }),
+            timeout: args.timeout,
             quick,
-            strait: s2s::strait_bin(),
-            out: common::target_dir().join("bench-replication.md"),
-            links: Vec::new(),
+            strait: args
+                .strait
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strait"))),
+            out: args
+                .out
+                .unwrap_or_else(|| report::target_dir().join("bench-replication.md")),
+            links: args.links,
         };
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = || -> String {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .unwrap_or_else(|| panic!("{flag} needs a value\n{USAGE}"))
-            };
-            fn num<T: std::str::FromStr>(flag: &str, v: String) -> T {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{flag}: invalid value {v:?}\n{USAGE}"))
-            }
-            match flag.as_str() {
-                "--workflows" => opts.workflows = num::<usize>(&flag, value()).max(1),
-                "--reps" => opts.reps = num::<usize>(&flag, value()).max(1),
-                "--concurrency" => opts.concurrency = num::<usize>(&flag, value()).max(1),
-                "--warmup" => opts.warmup = num(&flag, value()),
-                "--timeout" => opts.timeout = num(&flag, value()),
-                "--strait" => opts.strait = PathBuf::from(value()),
-                "--out" => opts.out = PathBuf::from(value()),
-                "--quick" => {}
-                "-h" | "--help" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                f if f.starts_with('-') => {} // e.g. cargo's `--bench`
-                f => match Link::ALL.iter().find(|l| l.key() == f.to_lowercase()) {
-                    Some(link) => opts.links.push(*link),
-                    None => panic!("unknown mode {f:?}\n{USAGE}"),
-                },
-            }
-        }
         if opts.links.is_empty() {
             opts.links = Link::ALL.to_vec();
         }
@@ -262,7 +254,7 @@ fn run_once(opts: &Opts, link: Link, tck: u64) -> Result<Rep, String> {
     expect_event(&load.next_line(Duration::from_secs(60)), "ready")?;
     let setup_s = begin.elapsed().as_secs_f64();
     let line_timeout = Duration::from_secs_f64(opts.timeout + 30.0);
-    let mut batch = |prefix: &str, count: usize| -> Result<Json, String> {
+    let mut batch = |prefix: &str, count: usize| -> Result<Value, String> {
         load.send_line(&format!(
             r#"{{"prefix": "{prefix}", "count": {count}, "concurrency": {}, "timeout": {}}}"#,
             opts.concurrency, opts.timeout
@@ -288,17 +280,17 @@ fn run_once(opts: &Opts, link: Link, tck: u64) -> Result<Rep, String> {
     let both = |f: fn(&Ticks) -> [Option<u64>; 2]| {
         let (x, y) = (f(&before), f(&after));
         [
-            common::cpu_delta(x[0], y[0], tck),
-            common::cpu_delta(x[1], y[1], tck),
+            procstat::cpu_delta(x[0], y[0], tck),
+            procstat::cpu_delta(x[1], y[1], tck),
         ]
     };
     let rep = Rep {
         workflows: opts.workflows,
-        start_s: num(&done, "start_s").ok_or("no start_s")?,
-        replicated_s: num(&done, "replicated_s").ok_or("no replicated_s")?,
+        start_s: num(&done, "/start_s").ok_or("no start_s")?,
+        replicated_s: num(&done, "/replicated_s").ok_or("no replicated_s")?,
         strait_cpu: both(|t| t.strait),
         temporal_cpu: both(|t| t.temporal),
-        system_cpu: common::cpu_delta(before.system, after.system, tck),
+        system_cpu: procstat::cpu_delta(before.system, after.system, tck),
         strait_hwm_kib: strait_pids.map(|p| p.and_then(|pid| procstat::status_kib(pid, "VmHWM"))),
         server_version: clusters.a.server_version.clone(),
         setup_s,
@@ -318,17 +310,17 @@ fn run_once(opts: &Opts, link: Link, tck: u64) -> Result<Rep, String> {
     Ok(rep)
 }
 
-fn expect_event(line: &str, event: &str) -> Result<Json, String> {
-    let json = Json::parse(line).map_err(|e| format!("load script printed {line:?}: {e}"))?;
-    if json.str_at("event") == Some(event) {
+fn expect_event(line: &str, event: &str) -> Result<Value, String> {
+    let json = json::parse(line).map_err(|e| format!("load script printed {line:?}: {e}"))?;
+    if json.str_at("/event") == Some(event) {
         Ok(json)
     } else {
         Err(format!("load script: expected {event:?}, got {line}"))
     }
 }
 
-fn num(json: &Json, key: &str) -> Option<f64> {
-    json.pointer(key).and_then(Json::as_f64)
+fn num(json: &Value, key: &str) -> Option<f64> {
+    json.pointer(key).and_then(json::number)
 }
 
 fn fmt_s(s: Option<f64>) -> String {
@@ -448,7 +440,7 @@ fn render(opts: &Opts, results: &Results, took: Duration) -> String {
          (ports moved); their CPU (utime + stime, both processes) is per replicated workflow. \
          \"On B after last start\" is how long B took to count the last workflows after A had \
          acknowledged every start. Median (min–max) over the rounds{}. Whole run: {:.0} s.\n",
-        common::git_describe().unwrap_or_else(|| "?".into()),
+        report::git_describe().unwrap_or_else(|| "?".into()),
         opts.reps,
         opts.warmup,
         opts.workflows,

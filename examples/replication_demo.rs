@@ -17,20 +17,14 @@
 //! (their `Drop` stops every process), hence the lint allowance, as in the test and bench crates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/support/s2s.rs"]
-mod s2s;
-#[path = "../tests/support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-#[path = "../tests/support/testbed.rs"]
-mod testbed;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use s2s::{metric_sum, Mode, StraitPair, StraitProc};
-use temporal::json::Json;
-use testbed::{TwoClusters, TwoClustersOpts};
+use strait_test_support::json::{JsonExt, Value};
+use strait_test_support::s2s;
+use strait_test_support::s2s::{metric_sum, Mode, StraitPair, StraitProc};
+use strait_test_support::temporal;
+use strait_test_support::testbed::{TwoClusters, TwoClustersOpts};
 
 /// The whole demo's waits end by then (each wait is bounded more tightly, too).
 const BUDGET: Duration = Duration::from_secs(300);
@@ -41,28 +35,23 @@ fn step(what: &str) {
     println!("\n==> {what}");
 }
 
+/// Demo 2: two Temporal clusters replicating through two Strait processes (mux link, mutual TLS).
+#[derive(clap::Parser)]
+#[command(name = "replication_demo")]
+struct Args {
+    /// Workflows started on A
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    workflows: u64,
+    /// Never use the shipped ports
+    #[arg(long)]
+    free_ports: bool,
+}
+
 fn main() {
+    let args = <Args as clap::Parser>::parse();
     s2s::reap_children_on_signal();
-    let mut workflows = 3usize;
-    let mut prefer_shipped = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--workflows" => {
-                workflows = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| n > 0)
-                    .expect("--workflows needs a positive number")
-            }
-            "--free-ports" => prefer_shipped = false,
-            "-h" | "--help" => {
-                println!("replication_demo [--workflows N] [--free-ports]");
-                return;
-            }
-            other => panic!("unknown argument {other:?}; try --help"),
-        }
-    }
+    let workflows = args.workflows as usize;
+    let prefer_shipped = !args.free_ports;
     let started = Instant::now();
 
     step("Starting two Temporal clusters (patched dev servers, in memory)");
@@ -177,12 +166,12 @@ fn main() {
     clusters.wait_signal_in_history(&clusters.a, NAMESPACE, signalled, SIGNAL);
     let history = clusters.a.history(NAMESPACE, signalled).unwrap_or_default();
     for event in &history {
-        if let Some(name) = event.str_at("workflowExecutionSignaledEventAttributes/signalName") {
+        if let Some(name) = event.str_at("/workflowExecutionSignaledEventAttributes/signalName") {
             println!(
                 "A's history of {signalled}: event {} {} signal {name:?} at {}",
-                field(event, "eventId"),
-                field(event, "eventType"),
-                field(event, "eventTime"),
+                field(event, "/eventId"),
+                field(event, "/eventType"),
+                field(event, "/eventTime"),
             );
         }
     }
@@ -257,9 +246,9 @@ fn summarize(strait: &StraitProc, label: &str, role: &str) {
 }
 
 /// A field of a JSON object as text, `?` if it is missing.
-fn field(json: &Json, path: &str) -> String {
+fn field(json: &Value, path: &str) -> String {
     match json.str_at(path) {
         Some(s) => s.to_owned(),
-        None => json.pointer(path).map_or("?".into(), Json::to_string),
+        None => json.pointer(path).map_or("?".into(), Value::to_string),
     }
 }

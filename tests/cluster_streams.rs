@@ -5,18 +5,13 @@
 //! other cluster unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-
 use std::time::{Duration, Instant};
 
-use backend::{frame, take_messages, Backend};
 use bytes::BytesMut;
-use client::{connect, grpc_request};
 use http::HeaderValue;
 use strait::config::Config;
+use strait_test_support::backend::{frame, take_messages, Backend};
+use strait_test_support::client::{connect, grpc_request};
 
 #[tokio::test]
 async fn a_quiet_stream_outlives_the_idle_timeout_and_keeps_its_headers() {

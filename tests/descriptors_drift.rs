@@ -6,10 +6,6 @@
 //! free 127.0.0.1 ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/temporal.rs"]
-#[allow(dead_code)] // shared fixtures: not every helper is used by every test crate
-mod temporal;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -17,7 +13,7 @@ use std::time::{Duration, Instant};
 use prost_reflect::DescriptorPool;
 use strait::descriptor_set;
 use strait::reflection::{self, Dump, Options, REFLECTION_V1ALPHA, SERVICES, SYMBOLS};
-use temporal::{repo_root, DevServer, DevServerOpts};
+use strait_test_support::temporal::{repo_root, DevServer, DevServerOpts};
 
 fn dump(address: &str, options: &Options) -> Dump {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,21 +12,13 @@
 //! acknowledgement, as any link that has been up for more than a moment has.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/fault_relay.rs"]
-mod fault_relay;
-#[path = "support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-#[path = "support/testbed.rs"]
-mod testbed;
-
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fault_relay::FaultRelay;
-use temporal::{free_port, parse_metrics, unique, Strait};
-use testbed::{TwoClusters, TwoClustersOpts};
+use strait_test_support::fault_relay::FaultRelay;
+use strait_test_support::temporal::{free_port, parse_metrics, unique, Strait};
+use strait_test_support::testbed::{TwoClusters, TwoClustersOpts};
 
 /// Four servers at once are too much for a 2-core machine: one scenario at a time.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -7,17 +7,12 @@
 //! replicates back to A.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-#[path = "support/testbed.rs"]
-mod testbed;
-
 use std::sync::Mutex;
 use std::time::Instant;
 
-use temporal::{free_port, unique, Strait};
-use testbed::{TwoClusters, TwoClustersOpts};
+use strait_test_support::temporal::{free_port, unique, Strait};
+use strait_test_support::testbed;
+use strait_test_support::testbed::{TwoClusters, TwoClustersOpts};
 
 /// Four servers at once are too much for a 2-core machine: one scenario at a time (and not at the
 /// same time as tests/testbed.rs, which is another test binary and so runs after this one).

@@ -5,16 +5,14 @@
 //! starts its own dev server and Strait on free 127.0.0.1 ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/temporal.rs"]
-#[allow(dead_code)] // shared fixtures: not every helper is used by every test crate
-mod temporal;
-
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use temporal::json::{base64_decode, Json};
-use temporal::{python, temporal_cli, unique, DevServer, DevServerOpts, Interactive, Run, Strait};
+use strait_test_support::json::{self, payload_text, JsonExt, Value};
+use strait_test_support::temporal::{
+    python, temporal_cli, unique, DevServer, DevServerOpts, Interactive, Run, Strait,
+};
 
 const WORKFLOW_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
 
@@ -39,32 +37,23 @@ fn ok_calls(calls: &BTreeMap<String, BTreeMap<String, f64>>, method: &str) -> f6
         .unwrap_or(0.0)
 }
 
-/// The JSON payload in a CLI-rendered payload (`{"metadata": .., "data": base64}`),
-/// decoded to text.
-fn payload_text(payload: &Json) -> String {
-    let data = payload
-        .str_at("data")
-        .unwrap_or_else(|| panic!("payload without data: {payload}"));
-    String::from_utf8(base64_decode(data).unwrap()).unwrap()
-}
-
 /// The events of a `workflow show -o json` answer.
-fn events(show: &Json) -> &[Json] {
-    show.pointer("events")
-        .and_then(Json::as_array)
+fn events(show: &Value) -> &[Value] {
+    show.pointer("/events")
+        .and_then(Value::as_array)
         .unwrap_or_else(|| panic!("no events in {show}"))
 }
 
-fn find_event<'a>(show: &'a Json, event_type: &str) -> &'a Json {
+fn find_event<'a>(show: &'a Value, event_type: &str) -> &'a Value {
     events(show)
         .iter()
-        .find(|e| e.str_at("eventType") == Some(event_type))
+        .find(|e| e.str_at("/eventType") == Some(event_type))
         .unwrap_or_else(|| panic!("no {event_type} in {show}"))
 }
 
 /// Runs the same read-only CLI command direct and through Strait; asserts
 /// both succeed with equal JSON and returns it.
-fn same_json(direct: &str, strait: &str, args: &[&str]) -> Json {
+fn same_json(direct: &str, strait: &str, args: &[&str]) -> Value {
     let d = temporal_cli(direct, args).ok();
     let s = temporal_cli(strait, args).ok();
     let (dj, sj) = (d.json(), s.json());
@@ -114,9 +103,10 @@ fn wait_listed(direct: &str, ns: &str, query: &str, want: &[&str]) {
         let json = list.json();
         let mut ids: Vec<&str> = json
             .as_array()
+            .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
-            .filter_map(|w| w.str_at("execution/workflowId"))
+            .filter_map(|w| w.str_at("/execution/workflowId"))
             .collect();
         ids.sort_unstable();
         if ids == want {
@@ -158,16 +148,16 @@ fn python_sdk_workflow_with_activity_through_strait() {
         Duration::from_secs(120),
     )
     .ok();
-    let out = Json::parse(run.stdout.lines().last().unwrap_or_default())
+    let out = json::parse(run.stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("greeting.py printed no JSON result ({e}): {}", run.stdout));
     // The activity builds the greeting from the name passed by the client.
     assert_eq!(
-        out.str_at("result"),
+        out.str_at("/result"),
         Some(format!("Hello, {name}!").as_str()),
         "{out}"
     );
-    let workflow_id = out.str_at("workflow_id").unwrap();
-    let run_id = out.str_at("run_id").unwrap();
+    let workflow_id = out.str_at("/workflow_id").unwrap();
+    let run_id = out.str_at("/run_id").unwrap();
 
     // The server, asked directly, agrees that this run completed through the activity.
     let direct = server.address();
@@ -187,11 +177,11 @@ fn python_sdk_workflow_with_activity_through_strait() {
     .ok()
     .json();
     assert_eq!(
-        describe.str_at("workflowExecutionInfo/execution/runId"),
+        describe.str_at("/workflowExecutionInfo/execution/runId"),
         Some(run_id)
     );
     assert_eq!(
-        describe.str_at("workflowExecutionInfo/status"),
+        describe.str_at("/workflowExecutionInfo/status"),
         Some("WORKFLOW_EXECUTION_STATUS_COMPLETED")
     );
     let show = temporal_cli(
@@ -211,13 +201,13 @@ fn python_sdk_workflow_with_activity_through_strait() {
     .json();
     let scheduled = find_event(&show, "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED");
     assert_eq!(
-        scheduled.str_at("activityTaskScheduledEventAttributes/activityType/name"),
+        scheduled.str_at("/activityTaskScheduledEventAttributes/activityType/name"),
         Some("compose_greeting")
     );
     find_event(&show, "EVENT_TYPE_ACTIVITY_TASK_COMPLETED");
     let completed = find_event(&show, "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED");
     let result = completed
-        .pointer("workflowExecutionCompletedEventAttributes/result/payloads/0")
+        .pointer("/workflowExecutionCompletedEventAttributes/result/payloads/0")
         .unwrap_or_else(|| panic!("no result payload in {completed}"));
     assert_eq!(payload_text(result), format!("\"Hello, {name}!\""));
 
@@ -266,13 +256,13 @@ fn temporal_cli_through_strait_matches_direct() {
         &via,
         &["operator", "cluster", "describe", "-o", "json"],
     );
-    assert!(cluster.str_at("serverVersion").is_some(), "{cluster}");
+    assert!(cluster.str_at("/serverVersion").is_some(), "{cluster}");
     let namespace = same_json(
         &direct,
         &via,
         &["operator", "namespace", "describe", "-n", ns, "-o", "json"],
     );
-    assert_eq!(namespace.str_at("namespaceInfo/name"), Some(ns));
+    assert_eq!(namespace.str_at("/namespaceInfo/name"), Some(ns));
     let attrs = same_json(
         &direct,
         &via,
@@ -287,7 +277,7 @@ fn temporal_cli_through_strait_matches_direct() {
         ],
     );
     assert_eq!(
-        attrs.str_at("customAttributes/StraitTag"),
+        attrs.str_at("/customAttributes/StraitTag"),
         Some("INDEXED_VALUE_TYPE_KEYWORD")
     );
 
@@ -322,9 +312,9 @@ fn temporal_cli_through_strait_matches_direct() {
     let (id_a, id_b) = (unique("via-strait"), unique("direct"));
     let started_a = start(&via, &id_a, "via-strait");
     let started_b = start(&direct, &id_b, "direct");
-    assert_eq!(started_a.str_at("workflowId"), Some(id_a.as_str()));
-    let run_a = started_a.str_at("runId").unwrap();
-    assert!(started_b.str_at("runId").is_some(), "{started_b}");
+    assert_eq!(started_a.str_at("/workflowId"), Some(id_a.as_str()));
+    let run_a = started_a.str_at("/runId").unwrap();
+    assert!(started_b.str_at("/runId").is_some(), "{started_b}");
 
     // Started through Strait, visible direct, with its input and search attribute.
     let describe_a = same_json(
@@ -333,15 +323,15 @@ fn temporal_cli_through_strait_matches_direct() {
         &["workflow", "describe", "-n", ns, "-w", &id_a, "-o", "json"],
     );
     assert_eq!(
-        describe_a.str_at("workflowExecutionInfo/execution/runId"),
+        describe_a.str_at("/workflowExecutionInfo/execution/runId"),
         Some(run_a)
     );
     assert_eq!(
-        describe_a.str_at("workflowExecutionInfo/status"),
+        describe_a.str_at("/workflowExecutionInfo/status"),
         Some("WORKFLOW_EXECUTION_STATUS_RUNNING")
     );
     let tag = describe_a
-        .pointer("workflowExecutionInfo/searchAttributes/indexedFields/StraitTag")
+        .pointer("/workflowExecutionInfo/searchAttributes/indexedFields/StraitTag")
         .unwrap_or_else(|| panic!("no StraitTag in {describe_a}"));
     assert_eq!(payload_text(tag), "\"via-strait\"");
     same_json(
@@ -372,11 +362,7 @@ fn temporal_cli_through_strait_matches_direct() {
             "json",
         ],
     );
-    assert_eq!(
-        filtered.as_array().map(<[Json]>::len),
-        Some(1),
-        "{filtered}"
-    );
+    assert_eq!(filtered.as_array().map(Vec::len), Some(1), "{filtered}");
     same_json(
         &direct,
         &via,
@@ -407,15 +393,15 @@ fn temporal_cli_through_strait_matches_direct() {
     );
     let signaled = find_event(&show_a, "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED");
     assert_eq!(
-        signaled.str_at("workflowExecutionSignaledEventAttributes/signalName"),
+        signaled.str_at("/workflowExecutionSignaledEventAttributes/signalName"),
         Some("strait-signal")
     );
     let input = signaled
-        .pointer("workflowExecutionSignaledEventAttributes/input/payloads/0")
+        .pointer("/workflowExecutionSignaledEventAttributes/input/payloads/0")
         .unwrap_or_else(|| panic!("signal without input: {signaled}"));
     assert_eq!(payload_text(input), "\"ping via strait\"");
     let start_input = find_event(&show_a, "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED")
-        .pointer("workflowExecutionStartedEventAttributes/input/payloads/0")
+        .pointer("/workflowExecutionStartedEventAttributes/input/payloads/0")
         .unwrap();
     assert_eq!(payload_text(start_input), "{\"tag\":\"via-strait\"}");
 
@@ -441,7 +427,7 @@ fn temporal_cli_through_strait_matches_direct() {
     .ok()
     .json();
     assert_eq!(
-        describe_a.str_at("workflowExecutionInfo/status"),
+        describe_a.str_at("/workflowExecutionInfo/status"),
         Some("WORKFLOW_EXECUTION_STATUS_TERMINATED")
     );
     let show_a = same_json(
@@ -451,7 +437,7 @@ fn temporal_cli_through_strait_matches_direct() {
     );
     let terminated = find_event(&show_a, "EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED");
     assert_eq!(
-        terminated.str_at("workflowExecutionTerminatedEventAttributes/reason"),
+        terminated.str_at("/workflowExecutionTerminatedEventAttributes/reason"),
         Some("strait e2e terminate")
     );
     same_json(
@@ -548,10 +534,13 @@ fn idle_worker_long_poll_outlives_70s_through_strait() {
     // until told to stop: Strait's counts are read before shutdown cancels the
     // polls still in flight.
     let polled = script.next_line(Duration::from_secs(150));
-    let polled = Json::parse(&polled)
+    let polled = json::parse(&polled)
         .unwrap_or_else(|e| panic!("long_poll.py printed no JSON event ({e}): {polled}"));
-    assert_eq!(polled.str_at("event"), Some("polled"), "{polled}");
-    let raw = polled.pointer("raw_poll_s").and_then(Json::as_f64).unwrap();
+    assert_eq!(polled.str_at("/event"), Some("polled"), "{polled}");
+    let raw = polled
+        .pointer("/raw_poll_s")
+        .and_then(json::number)
+        .unwrap();
     assert!(
         raw > 70.0,
         "the bare poll came back after {raw} s, not held past 70 s: {polled}"
@@ -578,9 +567,9 @@ fn idle_worker_long_poll_outlives_70s_through_strait() {
 
     script.send_line("shutdown");
     let run = script.finish(Duration::from_secs(60)).ok();
-    let out = Json::parse(run.stdout.lines().last().unwrap_or_default())
+    let out = json::parse(run.stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("long_poll.py printed no JSON summary ({e}): {}", run.stdout));
-    let total = out.pointer("polled_s").and_then(Json::as_f64).unwrap();
+    let total = out.pointer("/polled_s").and_then(json::number).unwrap();
     assert!(total >= 80.0, "worker polled for only {total} s: {out}");
 
     // Shutdown cancels the in-flight polls from the client side; nothing else failed.

@@ -10,18 +10,14 @@
 //! and Strait on free 127.0.0.1 ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/temporal.rs"]
-#[allow(dead_code)] // shared fixtures: not every helper is used by every test crate
-mod temporal;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use temporal::json::{base64_decode, Json};
-use temporal::{
+use strait_test_support::json::{self, payload_text, JsonExt, Value};
+use strait_test_support::temporal::{
     parse_metrics, python, repo_root, temporal_cli, unique, DevServer, DevServerOpts, Run, Strait,
 };
 
@@ -71,7 +67,7 @@ fn start_server() -> DevServer {
 
 /// What a client of Strait should see for what the server says: every string and object key that
 /// is a server-side name replaced by its client-side name.
-fn to_client_names(json: &Json) -> Json {
+fn to_client_names(json: &Value) -> Value {
     let name = |s: &str| -> String {
         if s == NAMESPACE.1 {
             NAMESPACE.0.to_owned()
@@ -82,9 +78,9 @@ fn to_client_names(json: &Json) -> Json {
         }
     };
     match json {
-        Json::String(s) => Json::String(name(s)),
-        Json::Array(a) => Json::Array(a.iter().map(to_client_names).collect()),
-        Json::Object(m) => Json::Object(
+        Value::String(s) => Value::String(name(s)),
+        Value::Array(a) => Value::Array(a.iter().map(to_client_names).collect()),
+        Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| (name(k), to_client_names(v)))
                 .collect(),
@@ -113,46 +109,38 @@ fn assert_no_client_attribute(what: &str, text: &str) {
     );
 }
 
-fn cli_json(address: &str, args: &[&str]) -> (Run, Json) {
+fn cli_json(address: &str, args: &[&str]) -> (Run, Value) {
     let run = temporal_cli(address, args).ok();
     let json = run.json();
     (run, json)
 }
 
-/// The JSON text in a CLI-rendered payload (`{"metadata": .., "data": base64}`).
-fn payload_text(payload: &Json) -> String {
-    let data = payload
-        .str_at("data")
-        .unwrap_or_else(|| panic!("payload without data: {payload}"));
-    String::from_utf8(base64_decode(data).unwrap()).unwrap()
-}
-
-fn find_event<'a>(show: &'a Json, event_type: &str) -> &'a Json {
-    show.pointer("events")
-        .and_then(Json::as_array)
+fn find_event<'a>(show: &'a Value, event_type: &str) -> &'a Value {
+    show.pointer("/events")
+        .and_then(Value::as_array)
         .unwrap_or_else(|| panic!("no events in {show}"))
         .iter()
-        .find(|e| e.str_at("eventType") == Some(event_type))
+        .find(|e| e.str_at("/eventType") == Some(event_type))
         .unwrap_or_else(|| panic!("no {event_type} in {show}"))
 }
 
 /// Polls (bounded) `workflow list --query` at `address` until it lists exactly `want` (ids) with
 /// every run closed; returns the listing.
-fn wait_listed_closed(address: &str, ns: &str, query: &str, want: &str) -> Json {
+fn wait_listed_closed(address: &str, ns: &str, query: &str, want: &str) -> Value {
     let deadline = Instant::now() + VISIBILITY;
     loop {
         let (_, list) = cli_json(
             address,
             &["workflow", "list", "-n", ns, "--query", query, "-o", "json"],
         );
-        let rows = list.as_array().unwrap_or_default();
+        let rows = list.as_array().map(Vec::as_slice).unwrap_or_default();
         let ids: Vec<&str> = rows
             .iter()
-            .filter_map(|w| w.str_at("execution/workflowId"))
+            .filter_map(|w| w.str_at("/execution/workflowId"))
             .collect();
         let closed = rows
             .iter()
-            .all(|w| w.str_at("status") == Some("WORKFLOW_EXECUTION_STATUS_COMPLETED"));
+            .all(|w| w.str_at("/status") == Some("WORKFLOW_EXECUTION_STATUS_COMPLETED"));
         if ids == [want] && closed {
             return list;
         }
@@ -165,13 +153,13 @@ fn wait_listed_closed(address: &str, ns: &str, query: &str, want: &str) -> Json 
 }
 
 /// The strings of the array at `path`.
-fn strings<'a>(json: &'a Json, path: &str) -> Vec<&'a str> {
+fn strings<'a>(json: &'a Value, path: &str) -> Vec<&'a str> {
     json.pointer(path)
-        .and_then(Json::as_array)
+        .and_then(Value::as_array)
         .unwrap_or_else(|| panic!("no array at {path} in {json}"))
         .iter()
         .filter_map(|v| match v {
-            Json::String(s) => Some(s.as_str()),
+            Value::String(s) => Some(s.as_str()),
             _ => None,
         })
         .collect()
@@ -271,85 +259,86 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
             strait.log()
         )
     };
-    let out = Json::parse(run.stdout.lines().last().unwrap_or_default())
+    let out = json::parse(run.stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("translate_sdk.py printed no JSON ({e}): {}", run.stdout));
     assert_no_server_names("the SDK's observations", &run.stdout);
     let at = |path: &str| -> &str {
         out.str_at(path)
             .unwrap_or_else(|| panic!("no string at {path} in {out}"))
     };
-    let run_id = at("run_id").to_owned();
+    let run_id = at("/run_id").to_owned();
 
     // Visibility: the query on CustomerId finds the workflow, by its upserted value only.
-    let visibility = out.pointer("visibility").unwrap();
+    let visibility = out.pointer("/visibility").unwrap();
     assert!(
-        visibility.pointer("timed_out").is_none(),
+        visibility.pointer("/timed_out").is_none(),
         "list_workflows with {:?} never found {workflow_id}: {visibility}",
-        visibility.str_at("query")
+        visibility.str_at("/query")
     );
-    assert_eq!(visibility.str_at("typed_value"), Some(upserted.as_str()));
+    assert_eq!(visibility.str_at("/typed_value"), Some(upserted.as_str()));
     assert!(
-        strings(visibility, "raw_keys").contains(&attr),
+        strings(visibility, "/raw_keys").contains(&attr),
         "{visibility}"
     );
     assert_eq!(
-        visibility.pointer("count").and_then(Json::as_f64),
+        visibility.pointer("/count").and_then(json::number),
         Some(1.0),
         "{visibility}"
     );
     assert_eq!(
-        out.pointer("visibility_old_value_count")
-            .and_then(Json::as_f64),
+        out.pointer("/visibility_old_value_count")
+            .and_then(json::number),
         Some(0.0),
         "{out}"
     );
 
     // Describe: the attribute under its client-side name, with the upserted value.
-    assert_eq!(at("describe/typed_value"), upserted);
-    assert_eq!(at("describe/status"), "RUNNING");
-    for list in ["describe/typed_names", "describe/raw_keys"] {
+    assert_eq!(at("/describe/typed_value"), upserted);
+    assert_eq!(at("/describe/status"), "RUNNING");
+    for list in ["/describe/typed_names", "/describe/raw_keys"] {
         assert!(strings(&out, list).contains(&attr), "{list} in {out}");
     }
 
     // Values that come from the server: the activity task's workflow namespace, the child's parent
     // namespace (from the child's history), the namespace description and its alias map.
-    assert_eq!(at("result/activity/workflow_namespace"), ns);
-    assert_eq!(at("result/child/parent_namespace"), ns);
-    assert_eq!(at("result/attribute_at_start"), customer);
-    assert_eq!(at("result/attribute_at_end"), upserted);
-    assert_eq!(at("describe_namespace/name"), ns);
-    let aliases = out.pointer("describe_namespace/aliases").unwrap();
+    assert_eq!(at("/result/activity/workflow_namespace"), ns);
+    assert_eq!(at("/result/child/parent_namespace"), ns);
+    assert_eq!(at("/result/attribute_at_start"), customer);
+    assert_eq!(at("/result/attribute_at_end"), upserted);
+    assert_eq!(at("/describe_namespace/name"), ns);
+    let aliases = out.pointer("/describe_namespace/aliases").unwrap();
     assert!(
-        matches!(aliases, Json::Object(m) if m.values().any(|v| *v == Json::String(attr.into()))),
+        matches!(aliases, Value::Object(m) if m.values().any(|v| *v == Value::String(attr.into()))),
         "the namespace's alias map does not name {attr}: {aliases}"
     );
 
     // History: the started and upsert events carry CustomerId; the child events name `orders`.
     assert_eq!(
-        out.pointer("history/started_keys").map(ToString::to_string),
+        out.pointer("/history/started_keys")
+            .map(ToString::to_string),
         Some(format!("[\"{attr}\"]"))
     );
-    assert_eq!(at("history/started_value"), customer);
+    assert_eq!(at("/history/started_value"), customer);
     assert_eq!(
-        out.pointer("history/upsert_keys").map(ToString::to_string),
+        out.pointer("/history/upsert_keys").map(ToString::to_string),
         Some(format!("[\"{attr}\"]"))
     );
-    assert_eq!(at("history/upsert_value"), upserted);
-    assert_eq!(at("history/child_initiated_namespace"), ns);
-    assert_eq!(at("history/child_completed_namespace"), ns);
+    assert_eq!(at("/history/upsert_value"), upserted);
+    assert_eq!(at("/history/child_initiated_namespace"), ns);
+    assert_eq!(at("/history/child_completed_namespace"), ns);
 
     // Errors: starting the running workflow again; registering the namespace again.
     assert_eq!(
-        at("already_started/raised"),
+        at("/already_started/raised"),
         "WorkflowAlreadyStartedError",
         "{out}"
     );
-    assert_eq!(at("already_started/workflow_id"), workflow_id);
-    assert_eq!(at("already_started/run_id"), run_id);
-    assert_eq!(at("already_started/rpc_status"), "ALREADY_EXISTS");
-    assert_eq!(at("register_existing/status"), "ALREADY_EXISTS", "{out}");
+    assert_eq!(at("/already_started/workflow_id"), workflow_id);
+    assert_eq!(at("/already_started/run_id"), run_id);
+    assert_eq!(at("/already_started/rpc_status"), "ALREADY_EXISTS");
+    assert_eq!(at("/register_existing/status"), "ALREADY_EXISTS", "{out}");
     assert_eq!(
-        at("register_existing/message"),
+        at("/register_existing/message"),
         format!("Namespace \"{ns}\" already exists")
     );
 
@@ -369,16 +358,16 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
     let (d_run, d_describe) = cli_json(&direct, &describe_args(server_ns));
     assert_no_client_attribute("direct describe", &d_run.stdout);
     assert_eq!(
-        d_describe.str_at("workflowExecutionInfo/execution/runId"),
+        d_describe.str_at("/workflowExecutionInfo/execution/runId"),
         Some(run_id.as_str())
     );
     assert_eq!(
-        d_describe.str_at("workflowExecutionInfo/status"),
+        d_describe.str_at("/workflowExecutionInfo/status"),
         Some("WORKFLOW_EXECUTION_STATUS_COMPLETED")
     );
     let indexed = d_describe
         .pointer(&format!(
-            "workflowExecutionInfo/searchAttributes/indexedFields/{server_attr}"
+            "/workflowExecutionInfo/searchAttributes/indexedFields/{server_attr}"
         ))
         .unwrap_or_else(|| panic!("no {server_attr} in the server's describe: {d_describe}"));
     assert_eq!(payload_text(indexed), format!("\"{upserted}\""));
@@ -400,7 +389,7 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
     let upsert = find_event(&d_show, "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES");
     let value = upsert
         .pointer(&format!(
-            "upsertWorkflowSearchAttributesEventAttributes/searchAttributes/indexedFields/{server_attr}"
+            "/upsertWorkflowSearchAttributesEventAttributes/searchAttributes/indexedFields/{server_attr}"
         ))
         .unwrap_or_else(|| panic!("no {server_attr} in the server's upsert event: {upsert}"));
     assert_eq!(payload_text(value), format!("\"{upserted}\""));
@@ -409,7 +398,7 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
         "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED",
     );
     assert_eq!(
-        initiated.str_at("startChildWorkflowExecutionInitiatedEventAttributes/namespace"),
+        initiated.str_at("/startChildWorkflowExecutionInitiatedEventAttributes/namespace"),
         Some(server_ns),
         "{initiated}"
     );
@@ -433,7 +422,7 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
         ],
     );
     assert_no_client_attribute("direct namespace describe", &d_run.stdout);
-    assert_eq!(d_namespace.str_at("namespaceInfo/name"), Some(server_ns));
+    assert_eq!(d_namespace.str_at("/namespaceInfo/name"), Some(server_ns));
     let search_attribute_args = |n: &'static str| {
         [
             "operator",
@@ -447,12 +436,12 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
     };
     let (_, d_attributes) = cli_json(&direct, &search_attribute_args(server_ns));
     assert_eq!(
-        d_attributes.str_at(&format!("customAttributes/{server_attr}")),
+        d_attributes.str_at(&format!("/customAttributes/{server_attr}")),
         Some("INDEXED_VALUE_TYPE_KEYWORD")
     );
 
     // --- The CLI through Strait sees exactly what the server says, in client-side names.
-    let via_same = |what: &str, args: &[&str], direct_json: &Json| -> Json {
+    let via_same = |what: &str, args: &[&str], direct_json: &Value| -> Value {
         let (run, json) = cli_json(&via, args);
         assert_no_server_names(what, &run.stdout);
         assert_eq!(
@@ -466,7 +455,7 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
     assert!(
         describe
             .pointer(&format!(
-                "workflowExecutionInfo/searchAttributes/indexedFields/{attr}"
+                "/workflowExecutionInfo/searchAttributes/indexedFields/{attr}"
             ))
             .is_some(),
         "{describe}"
@@ -474,7 +463,7 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
     let show = via_same("show", &show_args(ns), &d_show);
     find_event(&show, "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES")
         .pointer(&format!(
-            "upsertWorkflowSearchAttributesEventAttributes/searchAttributes/indexedFields/{attr}"
+            "/upsertWorkflowSearchAttributesEventAttributes/searchAttributes/indexedFields/{attr}"
         ))
         .unwrap_or_else(|| panic!("no {attr} in the upsert event through Strait: {show}"));
     let client_query = format!("{attr} = '{upserted}'");
@@ -492,7 +481,7 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
         ],
         &d_list,
     );
-    assert_eq!(list.as_array().map(<[Json]>::len), Some(1), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     let count = via_same(
         "count --query",
         &[
@@ -520,20 +509,20 @@ fn sdk_and_cli_use_client_side_names_through_translate_toml() {
         )
         .1,
     );
-    assert_eq!(count.pointer("count").and_then(Json::as_f64), Some(1.0));
+    assert_eq!(count.pointer("/count").and_then(json::number), Some(1.0));
     let namespace = via_same(
         "namespace describe",
         &["operator", "namespace", "describe", "-n", ns, "-o", "json"],
         &d_namespace,
     );
-    assert_eq!(namespace.str_at("namespaceInfo/name"), Some(ns));
+    assert_eq!(namespace.str_at("/namespaceInfo/name"), Some(ns));
     let attributes = via_same(
         "search-attribute list",
         &search_attribute_args(ns),
         &d_attributes,
     );
     assert_eq!(
-        attributes.str_at(&format!("customAttributes/{attr}")),
+        attributes.str_at(&format!("/customAttributes/{attr}")),
         Some("INDEXED_VALUE_TYPE_KEYWORD")
     );
 
@@ -605,23 +594,27 @@ fn namespace_not_found_names_the_client_side_namespace() {
         Duration::from_secs(60),
     )
     .ok();
-    let out = Json::parse(run.stdout.lines().last().unwrap_or_default())
+    let out = json::parse(run.stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("translate_errors.py printed no JSON ({e}): {}", run.stdout));
     assert_no_server_names("the SDK's errors", &run.stdout);
-    let Some(Json::Object(calls)) = out.pointer("calls") else {
+    let Some(Value::Object(calls)) = out.pointer("/calls") else {
         panic!("no calls in {out}");
     };
     assert_eq!(calls.len(), 4, "{out}");
     for (call, error) in calls {
-        assert_eq!(error.str_at("status"), Some("NOT_FOUND"), "{call}: {error}");
         assert_eq!(
-            error.str_at("message"),
+            error.str_at("/status"),
+            Some("NOT_FOUND"),
+            "{call}: {error}"
+        );
+        assert_eq!(
+            error.str_at("/message"),
             Some(format!("Namespace {ns} is not found.").as_str()),
             "{call}: {error}"
         );
         // grpc-status-details-bin: NamespaceNotFoundFailure.namespace
         assert_eq!(
-            error.str_at("details/0/namespace"),
+            error.str_at("/details/0/namespace"),
             Some(ns),
             "{call}: {error}"
         );
@@ -736,7 +729,7 @@ fn namespace_list(address: &str) -> Vec<(String, String)> {
         .iter()
         .map(|n| {
             let at = |p: &str| n.str_at(p).unwrap_or_default().to_owned();
-            (at("namespaceInfo/name"), at("namespaceInfo/id"))
+            (at("/namespaceInfo/name"), at("/namespaceInfo/id"))
         })
         .collect()
 }
@@ -874,12 +867,12 @@ fn clients_see_only_client_side_names_unless_upstream_names_are_exposed() {
             "json",
         ],
     );
-    let Some(Json::Object(custom)) = attributes.pointer("customAttributes") else {
+    let Some(Value::Object(custom)) = attributes.pointer("/customAttributes") else {
         panic!("no customAttributes in {attributes}");
     };
     assert_eq!(
         custom.get(attr),
-        Some(&Json::String("INDEXED_VALUE_TYPE_KEYWORD".into())),
+        Some(&Value::String("INDEXED_VALUE_TYPE_KEYWORD".into())),
         "{attributes}"
     );
     assert!(!custom.contains_key(server_attr), "{attributes}");
@@ -887,13 +880,16 @@ fn clients_see_only_client_side_names_unless_upstream_names_are_exposed() {
         &via,
         &["operator", "namespace", "describe", "-n", ns, "-o", "json"],
     );
-    assert_eq!(described.str_at("namespaceInfo/id"), Some(prod_id.as_str()));
-    let Some(Json::Object(aliases)) = described.pointer("config/customSearchAttributeAliases")
+    assert_eq!(
+        described.str_at("/namespaceInfo/id"),
+        Some(prod_id.as_str())
+    );
+    let Some(Value::Object(aliases)) = described.pointer("/config/customSearchAttributeAliases")
     else {
         panic!("no alias map in {described}");
     };
-    let aliases: Vec<&Json> = aliases.values().collect();
-    assert_eq!(aliases, [&Json::String(attr.into())], "{described}");
+    let aliases: Vec<&Value> = aliases.values().collect();
+    assert_eq!(aliases, [&Value::String(attr.into())], "{described}");
 
     // Refusals are Strait's answers, not failures of Strait.
     let (_, errors) = rewrite_metrics(&strait);
@@ -916,8 +912,11 @@ fn clients_see_only_client_side_names_unless_upstream_names_are_exposed() {
             "json",
         ],
     );
-    assert_eq!(described.str_at("namespaceInfo/id"), Some(prod_id.as_str()));
-    assert_eq!(described.str_at("namespaceInfo/name"), Some(ns));
+    assert_eq!(
+        described.str_at("/namespaceInfo/id"),
+        Some(prod_id.as_str())
+    );
+    assert_eq!(described.str_at("/namespaceInfo/name"), Some(ns));
     temporal_cli(
         &via_exposed,
         &[

@@ -12,25 +12,16 @@
 //! hold calls open as long as a test needs. Every wait polls a condition under a bound.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/s2s.rs"]
-mod s2s;
-#[path = "support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use backend::{frame, Backend};
 use bytes::Bytes;
-use client::{grpc_request, read_reply, unary};
 use h2::Reason;
-use temporal::{free_port, http_get, Strait, TempDir};
+use strait_test_support::backend::{frame, Backend};
+use strait_test_support::client::{grpc_request, read_reply, unary};
+use strait_test_support::s2s;
+use strait_test_support::temporal::{free_port, http_get, Strait, TempDir};
 
 /// How long Strait may take to react to anything here (it normally takes milliseconds; the
 /// machine may be loaded).

@@ -13,24 +13,16 @@
 //! metrics, and that the budget is given back when the held calls are cancelled.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use backend::Backend;
 use bytes::Bytes;
-use client::{grpc_request, unary};
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{PingPong, SendStream};
-use temporal::{parse_metrics, Strait};
+use strait_test_support::backend::Backend;
+use strait_test_support::client::{grpc_request, unary};
+use strait_test_support::temporal::{parse_metrics, Strait};
 use tokio::net::TcpStream;
 
 const START: &str = "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution";

@@ -10,25 +10,15 @@
 //! the test's clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/fault_relay.rs"]
-mod fault_relay;
-#[path = "support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use backend::Backend;
 use bytes::Bytes;
-use client::{connect, grpc_request, unary};
-use fault_relay::FaultRelay;
-use temporal::{free_port, http_get, parse_metrics, readyz_all_ok, Strait};
+use strait_test_support::backend::Backend;
+use strait_test_support::client::{connect, grpc_request, unary};
+use strait_test_support::fault_relay::FaultRelay;
+use strait_test_support::temporal::{free_port, http_get, parse_metrics, readyz_all_ok, Strait};
 
 /// Session losses forced on the link.
 const RECONNECTS: u64 = 1000;

@@ -11,23 +11,18 @@
 //! - every denial is counted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use backend::{frame, Backend, Reply};
 use bytes::Bytes;
-use client::{connect, grpc_request, read_reply, unary};
 use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 use strait::config::Config;
 use strait::Running;
+use strait_test_support::backend::{frame, Backend, Reply};
+use strait_test_support::client::{connect, grpc_request, read_reply, unary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WS: &str = "/temporal.api.workflowservice.v1.WorkflowService";

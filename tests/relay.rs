@@ -3,28 +3,23 @@
 //! frames, deadlines, flow-control backpressure both ways, graceful shutdown and TLS listeners.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/fault_relay.rs"]
-mod fault_relay;
-#[path = "support/h2raw.rs"]
-mod h2raw;
-
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend::{frame, Backend};
 use bytes::Bytes;
-use client::{connect, grpc_request, read_reply, unary};
 use h2::Reason;
 use http::HeaderValue;
 use strait::config::Config;
 use strait::Running;
+use strait_test_support::backend;
+use strait_test_support::backend::{frame, Backend};
+use strait_test_support::client;
+use strait_test_support::client::{connect, grpc_request, read_reply, unary};
+use strait_test_support::fault_relay;
+use strait_test_support::h2raw;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn certs(name: &str) -> String {

@@ -14,28 +14,22 @@
 //! malformed gRPC messages, clients vanishing mid-stream, an upstream sending garbage.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/h2raw.rs"]
-mod h2raw;
-#[path = "support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use backend::{frame, Backend, Reply};
 use bytes::Bytes;
-use client::{connect, grpc_request, read_reply, unary};
 use h2::Reason;
-use h2raw::{RawConn, CANCEL, ENHANCE_YOUR_CALM, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM};
 use http::{HeaderMap, HeaderValue};
-use temporal::{free_port, http_get, parse_metrics, Strait};
+use strait_test_support::backend::{frame, Backend, Reply};
+use strait_test_support::client::{connect, grpc_request, read_reply, unary};
+use strait_test_support::h2raw;
+use strait_test_support::h2raw::{
+    RawConn, CANCEL, ENHANCE_YOUR_CALM, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM,
+};
+use strait_test_support::temporal;
+use strait_test_support::temporal::{free_port, http_get, parse_metrics, Strait};
 use tokio::io::AsyncWriteExt;
 
 /// How long Strait may take to react to anything (its own timeouts in these configs are shorter).

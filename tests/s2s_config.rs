@@ -3,15 +3,11 @@
 //! `strait check` accepts them. No Temporal needed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/s2s.rs"]
-mod s2s;
-#[path = "support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-
 use std::process::Command;
 
-use s2s::{derive_pair, Mode};
+use strait_test_support::s2s;
+use strait_test_support::s2s::{derive_pair, Mode};
+use strait_test_support::temporal;
 
 #[test]
 fn derived_configs_pass_strait_check() {

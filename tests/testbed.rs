@@ -6,17 +6,11 @@
 //! Needs the test venvs: run `scripts/setup-test-env.sh` first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/temporal.rs"]
-#[allow(dead_code)] // shared fixtures: not every helper is used by every test crate
-mod temporal;
-#[path = "support/testbed.rs"]
-mod testbed;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use temporal::unique;
-use testbed::{Release, TwoClusters, TwoClustersOpts};
+use strait_test_support::temporal::unique;
+use strait_test_support::testbed::{Release, TwoClusters, TwoClustersOpts};
 
 /// Upper bound for one whole scenario; the waits inside are bounded more tightly.
 const SCENARIO_BUDGET: Duration = Duration::from_secs(180);

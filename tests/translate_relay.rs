@@ -5,17 +5,10 @@
 //! upstream-side names refused as unknown, colliding upstream names left out of lists.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/backend.rs"]
-mod backend;
-#[path = "support/client.rs"]
-mod client;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use backend::{frame, Backend, Reply};
 use bytes::Bytes;
-use client::{connect, grpc_request, unary};
 use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, Value};
@@ -23,6 +16,9 @@ use strait::config::Config;
 use strait::grpc::compression;
 use strait::rewrite::status_details::{base64_decode, base64_encode};
 use strait::Running;
+use strait_test_support::backend::{frame, Backend, Reply};
+use strait_test_support::client;
+use strait_test_support::client::{connect, grpc_request, unary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WS: &str = "temporal.api.workflowservice.v1";

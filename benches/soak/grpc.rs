@@ -10,7 +10,7 @@ use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request};
 use tokio::net::TcpStream;
 
-use crate::h2cfg;
+use strait_test_support::bench::h2cfg;
 
 /// Opens an HTTP/2 connection (its driver runs on the current runtime).
 pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Bytes>, String> {

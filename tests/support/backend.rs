@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Shared by several test crates; each uses a different part.
 //! An in-process HTTP/2 gRPC backend whose behaviour is chosen by the method name, for the focused
 //! relay tests. It records what it saw (headers, resets) so tests can assert what crossed the proxy.
 

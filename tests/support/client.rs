@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Shared by several test crates; each uses a different part.
 //! A minimal HTTP/2 gRPC client for the focused relay tests.
 
 use std::net::SocketAddr;
@@ -10,7 +9,7 @@ use h2::RecvStream;
 use http::{HeaderMap, HeaderValue, Request};
 use tokio::net::TcpStream;
 
-use super::backend::{frame, take_messages};
+use crate::backend::{frame, take_messages};
 
 pub async fn connect(addr: SocketAddr) -> SendRequest<Bytes> {
     let tcp = TcpStream::connect(addr).await.unwrap();

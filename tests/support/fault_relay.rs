@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Shared by several test crates; each uses a different part.
 //! A fault-injecting TCP relay for link tests. It forwards every connection it accepts to one
 //! target, byte for byte, and on request:
 //!

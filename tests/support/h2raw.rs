@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Shared by several test crates; each uses a different part.
 //! Raw HTTP/2 frames over a plain `TcpStream`, for tests that must misbehave in ways a real HTTP/2
 //! client library refuses to: rapid resets, CONTINUATION floods, streams beyond the peer's limit,
 //! zero windows, silence. The writer builds frames byte by byte (HPACK as literals without indexing,

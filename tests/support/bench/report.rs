@@ -1,6 +1,9 @@
-//! Helpers shared by the bench binaries (included with `#[path]`).
+//! What a bench report says about where it ran: the target directory it is written to, the
+//! commit measured, the machine.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::temporal::repo_root;
 
 /// `<target>/release/deps/<bench>-<hash>` → `<target>`.
 pub fn target_dir() -> PathBuf {
@@ -8,24 +11,16 @@ pub fn target_dir() -> PathBuf {
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
         .filter(|d| d.join("CACHEDIR.TAG").exists())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// Seconds between two CPU tick readings.
-pub fn cpu_delta(before: Option<u64>, after: Option<u64>, tck: u64) -> Option<f64> {
-    Some(after?.saturating_sub(before?) as f64 / tck as f64)
+        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// The short commit id, `-dirty` when the proxy's sources have uncommitted changes.
 pub fn git_describe() -> Option<String> {
+    let root = repo_root();
     let out = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD",
-        ])
+        .arg("-C")
+        .arg(&root)
+        .args(["rev-parse", "--short", "HEAD"])
         .output()
         .ok()?;
     let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
@@ -34,13 +29,9 @@ pub fn git_describe() -> Option<String> {
     }
     // Uncommitted changes in the proxy's sources make the commit id a lie.
     let dirty = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "status",
-            "--porcelain",
-            "--",
-        ])
+        .arg("-C")
+        .arg(&root)
+        .args(["status", "--porcelain", "--"])
         .args(["src", "Cargo.toml", "Cargo.lock"])
         .output()
         .map(|o| !o.stdout.is_empty())
@@ -49,7 +40,6 @@ pub fn git_describe() -> Option<String> {
 }
 
 /// "<CPU model>, N CPUs, Linux <release>" from /proc.
-#[allow(dead_code)] // not every bench uses every helper
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo

@@ -30,7 +30,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "rewrite/fixtures.rs"]
 mod fixtures;
 
 use std::fmt::Write as _;
@@ -41,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput};
+use fixtures::{Builder, Content, Fixture};
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, ReflectMessage, Value};
 use strait::config::TranslateConfig;
 use strait::rewrite::plan::MsgId;
@@ -48,8 +48,6 @@ use strait::rewrite::plan::{Action, Targets, DATA_BLOB, HISTORY, HISTORY_BLOB_FI
 use strait::rewrite::walker::EditStats;
 use strait::rewrite::{reference, Direction, PlanCache, Rewriter};
 use strait::wire::Chunks;
-
-use fixtures::{Builder, Content, Fixture};
 
 const HISTORY_PATH: &str =
     "/temporal.api.workflowservice.v1.WorkflowService/GetWorkflowExecutionHistory";

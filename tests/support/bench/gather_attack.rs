@@ -1,4 +1,4 @@
-//! The gather attack (included with `#[path]`): on one h2c connection, streams to
+//! The gather attack of the memory bench: on one h2c connection, streams to
 //! `StartWorkflowExecution` (a request a translating listener must edit, so holds whole), each
 //! declaring a large message, sending `0a 06 "orders"` and zeros, and never ending it. Each stream
 //! sends only as the proxy grants window and stops when the proxy answers it.

@@ -14,6 +14,11 @@ pub fn clk_tck() -> u64 {
         .unwrap_or(100)
 }
 
+/// Seconds between two CPU tick readings.
+pub fn cpu_delta(before: Option<u64>, after: Option<u64>, tck: u64) -> Option<f64> {
+    Some(after?.saturating_sub(before?) as f64 / tck as f64)
+}
+
 /// utime + stime of a process (summed over its threads), in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -53,7 +58,6 @@ pub fn system_busy_ticks() -> Option<u64> {
 
 /// This process's soft limit on open files (`Max open files` in
 /// `/proc/self/limits`); children inherit it.
-#[allow(dead_code)] // not every bench uses every helper
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
@@ -61,7 +65,6 @@ pub fn open_files_limit() -> Option<u64> {
 }
 
 /// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
-#[allow(dead_code)] // not every bench uses every helper
 pub fn fd_count(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }

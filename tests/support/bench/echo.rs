@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::h2cfg;
+use super::h2cfg;
 
 /// The namespace every bench message carries (`EchoMessage.namespace`).
 pub const CLIENT_NAMESPACE: &str = "bench";

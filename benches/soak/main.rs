@@ -7,8 +7,16 @@
 //! `temporal` CLI. The report is printed and written to `target/soak.md`; the exit code is non-zero
 //! when any call failed, memory or tasks kept growing, or Strait died.
 //!
+//! Why a bench target and not a test binary, though it passes or fails: it is a long-running
+//! program with its own options (duration, sampling, scale) that is meant to run for minutes to
+//! hours on an optimized build, like the load generators it shares with the relay bench. `cargo
+//! bench` gives it the release profile by default (`scripts/soak.sh --dev` for CI's dev build) and
+//! passes its options through untouched, while plain `cargo test` never starts it: as a test binary
+//! every `cargo test` would run (or have to skip) a 90 s load against a Temporal server, and
+//! libtest's arguments would be mixed with its own.
+//!
 //! Processes: the Temporal dev server (`tests/support/temporal.rs`), the echo backend (this binary
-//! re-executed, `benches/relay/echo.rs`), and Strait (`strait run`) with two listeners: `clients`
+//! re-executed, `tests/support/bench/echo.rs`), and Strait (`strait run`) with two listeners: `clients`
 //! → the Temporal frontend and `echo` → the echo backend. This process runs the load, paced (a
 //! soak is about time, not throughput), each worker on its own HTTP/2 connection:
 //! - unary echo calls of 100 B and of 64 KiB, every echo compared byte for byte;
@@ -28,27 +36,8 @@
 //! and shows in the last third, while allocator noise stays within the slack.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// Built as a test (clippy --all-targets) with harness = false, the support modules' `#[test]`s are
-// compiled away and leave their `use super::*` unused.
-#![cfg_attr(test, allow(unused_imports))]
 
-#[path = "support/common.rs"]
-#[allow(dead_code)]
-mod common;
-#[path = "relay/echo.rs"]
-#[allow(dead_code)]
-mod echo;
-#[path = "soak/grpc.rs"]
 mod grpc;
-#[path = "relay/h2cfg.rs"]
-mod h2cfg;
-#[path = "relay/procstat.rs"]
-#[allow(dead_code)]
-mod procstat;
-#[path = "../tests/support/temporal.rs"]
-#[allow(dead_code)]
-mod temporal;
-#[path = "soak/temporal_api.rs"]
 mod temporal_api;
 
 use std::fmt::Write as _;
@@ -60,19 +49,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use strait_test_support::bench::echo;
+use strait_test_support::bench::procstat;
+use strait_test_support::bench::report;
+use strait_test_support::temporal;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-
-const USAGE: &str = "\
-soak: scripts/soak.sh [OPTIONS]   (or cargo bench --bench soak -- [OPTIONS])
-
-  --seconds N      how long the load runs (default 60)
-  --minutes M      the same in minutes (e.g. --minutes 30)
-  --sample S       seconds between RSS / task samples (default 5, at most a tenth of the run)
-  --scale F        multiplies every call rate (default 1; 0.5 halves the load)
-  --out PATH       Markdown report (default target/soak.md)
-Unknown --flags (such as cargo's --bench) are ignored.
-";
 
 /// Plateau slack: see the module documentation.
 const RSS_SLACK_KIB: f64 = 8.0 * 1024.0;
@@ -87,6 +69,41 @@ const POLL_BOUND: Duration = Duration::from_secs(100);
 const DRAIN: Duration = Duration::from_secs(20);
 const ECHO_PATH: &str = "/strait.soak.v1.EchoService";
 
+/// Soak: mixed load through one Strait process against a real Temporal dev server and the echo
+/// backend (the file's doc says what runs and the plateau rule).
+#[derive(clap::Parser)]
+#[command(
+    name = "soak",
+    override_usage = "scripts/soak.sh [OPTIONS]   (or cargo bench --bench soak -- [OPTIONS])"
+)]
+struct Args {
+    /// How long the load runs, seconds [default: 60]
+    #[arg(long, value_name = "N", value_parser = positive, conflicts_with = "minutes")]
+    seconds: Option<f64>,
+    /// The same in minutes (e.g. --minutes 30)
+    #[arg(long, value_name = "M", value_parser = positive)]
+    minutes: Option<f64>,
+    /// Seconds between RSS / task samples (at most a tenth of the run)
+    #[arg(long, value_name = "S", value_parser = positive, default_value_t = 5.0)]
+    sample: f64,
+    /// Multiplies every call rate (0.5 halves the load)
+    #[arg(long, value_name = "F", value_parser = positive, default_value_t = 1.0)]
+    scale: f64,
+    /// Markdown report [default: target/soak.md]
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench` to every harness = false bench; ignored
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .ok_or_else(|| format!("{s:?} is not a positive number"))
+}
+
 struct Opts {
     duration: Duration,
     sample: Duration,
@@ -96,45 +113,22 @@ struct Opts {
 
 impl Opts {
     fn parse() -> Opts {
-        let mut opts = Opts {
-            duration: Duration::from_secs(60),
-            sample: Duration::from_secs(5),
-            scale: 1.0,
-            out: common::target_dir().join("soak.md"),
-        };
-        let mut args = std::env::args().skip(1);
-        let number = |flag: &str, value: Option<String>| -> f64 {
-            value
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| *v > 0.0 && v.is_finite())
-                .unwrap_or_else(|| panic!("{flag} needs a positive number\n{USAGE}"))
-        };
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--seconds" => {
-                    opts.duration = Duration::from_secs_f64(number("--seconds", args.next()))
-                }
-                "--minutes" => {
-                    opts.duration = Duration::from_secs_f64(60.0 * number("--minutes", args.next()))
-                }
-                "--sample" => {
-                    opts.sample = Duration::from_secs_f64(number("--sample", args.next()))
-                }
-                "--scale" => opts.scale = number("--scale", args.next()),
-                "--out" => opts.out = PathBuf::from(args.next().expect("--out needs a path")),
-                "--help" | "-h" => {
-                    print!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other if other.starts_with("--") => {}
-                other => panic!("unexpected argument {other:?}\n{USAGE}"),
-            }
+        let args = <Args as clap::Parser>::parse();
+        let seconds = args
+            .seconds
+            .or(args.minutes.map(|m| 60.0 * m))
+            .unwrap_or(60.0);
+        let duration = Duration::from_secs_f64(seconds);
+        Opts {
+            duration,
+            sample: Duration::from_secs_f64(args.sample)
+                .min(duration / 10)
+                .max(Duration::from_secs(1)),
+            scale: args.scale,
+            out: args
+                .out
+                .unwrap_or_else(|| report::target_dir().join("soak.md")),
         }
-        opts.sample = opts
-            .sample
-            .min(opts.duration / 10)
-            .max(Duration::from_secs(1));
-        opts
     }
 
     /// A worker's period between calls for `per_second` calls per second at scale 1.
@@ -788,7 +782,7 @@ fn report(
          Temporal dev server and the echo backend; Strait's RSS and live tasks sampled every {:?}.\n",
         opts.duration.as_secs_f64(),
         opts.scale,
-        common::git_describe().unwrap_or_else(|| "unknown".into()),
+        report::git_describe().unwrap_or_else(|| "unknown".into()),
         opts.sample
     );
 

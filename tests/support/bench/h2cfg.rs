@@ -1,4 +1,4 @@
-//! HTTP/2 settings shared by the echo backend and the load generators (included with `#[path]`).
+//! HTTP/2 settings shared by the echo backend and the load generators.
 
 /// Per-stream receive window: large enough that a 64 KiB message never
 /// waits for a WINDOW_UPDATE round trip (h2's default is 65 535).
