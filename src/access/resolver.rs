@@ -1,7 +1,8 @@
 //! Namespace IDs resolved to names against the local cluster (`DescribeNamespace` by ID, a unary
 //! call of `grpc::client` over the link's local upstream pool), cached. Requests and replication
-//! tasks that name a namespace only by ID are judged by the name the local cluster gives it. IDs are the same on both sides of a link (a
-//! replicated namespace keeps its ID), so the local cluster is always the one asked.
+//! tasks that name a namespace only by ID are judged by the name the local cluster gives it. IDs
+//! are the same on both sides of a link (a replicated namespace keeps its ID), so the local cluster
+//! is always the one asked.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
