@@ -113,7 +113,8 @@ pub(crate) struct Client {
     authority: Authority,
     metadata: HeaderMap,
     max_response: u32,
-    /// How long a call without a deadline waits for a pooled connection.
+    /// How long a call without a deadline waits for a connection to take it (pooled, or stream
+    /// capacity on its own).
     acquire_timeout: Duration,
 }
 
@@ -254,7 +255,10 @@ impl Client {
                     .await
                 {
                     Ok(ready) => ready.map_err(|source| context.http2(source))?,
-                    Err(_) => return Err(context.deadline_exceeded(acquire_deadline)),
+                    Err(_) => {
+                        let after = timeout.unwrap_or(self.acquire_timeout);
+                        return Err(context.deadline_exceeded(after));
+                    }
                 }
             }
         };
@@ -335,11 +339,7 @@ impl CallContext {
         }
     }
 
-    fn deadline_exceeded(&self, deadline: Instant) -> ClientError {
-        let after = match self.deadline {
-            Some((_, timeout)) => timeout,
-            None => deadline.saturating_duration_since(Instant::now()),
-        };
+    fn deadline_exceeded(&self, after: Duration) -> ClientError {
         ClientError::DeadlineExceeded {
             upstream: Arc::clone(&self.upstream),
             path: self.path.clone(),
@@ -398,9 +398,9 @@ impl Call {
     /// The next response message, or `None` once the call ended with OK.
     pub(crate) async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
         match self.context.deadline {
-            Some((deadline, _)) => tokio::time::timeout_at(deadline.into(), self.recv_inner())
+            Some((deadline, after)) => tokio::time::timeout_at(deadline.into(), self.recv_inner())
                 .await
-                .map_err(|_| self.context.deadline_exceeded(deadline))?,
+                .map_err(|_| self.context.deadline_exceeded(after))?,
             None => self.recv_inner().await,
         }
     }
