@@ -1,7 +1,7 @@
 //! A gRPC server-reflection client, used to dump the Temporal descriptor set (`descriptors/`) from a
 //! real server.
 //!
-//! It speaks plain HTTP/2 (h2c) with the `h2` crate and the framing in [`crate::grpc::frame`], and
+//! It speaks plain HTTP/2 (h2c) through Strait's gRPC client (`grpc::client`), and
 //! decodes the few reflection messages with hand-written prost structs: no generated stubs, like the
 //! rest of Strait. One bidirectional `ServerReflectionInfo` stream carries every request, one at a
 //! time: `list_services`, then `file_containing_symbol` for each wanted service, then
@@ -21,16 +21,16 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use h2::client::{ResponseFuture, SendRequest};
-use h2::{RecvStream, SendStream};
+use bytes::Bytes;
 use http::uri::Authority;
-use http::{Method, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use prost::Message;
-use tokio::task::JoinHandle;
 
-use crate::grpc::frame::{encode_message, FrameDecoder, FrameError, FrameEvent};
+use crate::config::UpstreamConfig;
+use crate::grpc::client::{self, Client, ClientError};
+use crate::grpc::frame::FrameError;
 use crate::grpc::status::Code;
+use crate::transport::connect::{ConnectError, Connector};
 
 /// The services whose files (and everything they import) make up Strait's descriptor set.
 pub const SERVICES: [&str; 3] = [
@@ -60,9 +60,6 @@ pub const REFLECTION_V1ALPHA: &str =
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
 /// Unary; its answer carries the server's version.
 const GET_SYSTEM_INFO: &str = "/temporal.api.workflowservice.v1.WorkflowService/GetSystemInfo";
-
-const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
 /// Limits of one dump.
 #[derive(Debug, Clone)]
@@ -124,6 +121,8 @@ pub enum ReflectionError {
     Compressed { path: String },
     #[error("{path}: the stream ended without the answer to {request}")]
     Ended { path: String, request: String },
+    #[error("{path}: not exactly one answer to a unary call")]
+    NotUnary { path: String },
     #[error("undecodable {what}: {source}")]
     Decode {
         what: String,
@@ -276,21 +275,11 @@ struct GetSystemInfoResponse {
 
 // ---- the client ----
 
-/// Aborts the task driving the HTTP/2 connection when the dump ends, however it ends.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
+/// The one HTTP/2 connection of a dump, through `grpc::client`.
 struct Connection {
     address: String,
-    authority: Authority,
-    send_request: SendRequest<Bytes>,
+    client: Client,
     options: Options,
-    _driver: AbortOnDrop,
 }
 
 impl Connection {
@@ -303,263 +292,126 @@ impl Connection {
                 address: address.to_owned(),
             });
         }
-        let dial = async {
-            let tcp = tokio::net::TcpStream::connect(address)
-                .await
-                .map_err(|source| ReflectionError::Connect {
-                    address: address.to_owned(),
-                    source,
-                })?;
-            let _ = tcp.set_nodelay(true);
-            h2::client::Builder::new()
-                .initial_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .enable_push(false)
-                .handshake::<_, Bytes>(tcp)
-                .await
-                .map_err(|source| ReflectionError::Http2 {
-                    address: address.to_owned(),
-                    source,
-                })
-        };
-        let (send_request, connection) = tokio::time::timeout(options.connect_timeout, dial)
+        let mut upstream = UpstreamConfig::with_defaults(address.to_owned(), address.to_owned());
+        upstream.connect_timeout = options.connect_timeout;
+        let connector = Connector::new(&upstream).map_err(|e| ReflectionError::Connect {
+            address: address.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut metadata = HeaderMap::new();
+        metadata.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("strait/", env!("CARGO_PKG_VERSION"))),
+        );
+        let client = Client::connect(address, &connector, authority, options.connect_timeout)
             .await
-            .map_err(|_| ReflectionError::Timeout {
-                what: format!("connecting to {address}"),
-                after: options.connect_timeout,
-            })??;
-        let driver = tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "reflection connection ended");
-            }
-        });
+            .map_err(|e| from_client(e, address))?
+            .with_metadata(metadata)
+            .with_max_response(options.max_message_size);
         Ok(Self {
             address: address.to_owned(),
-            authority,
-            send_request,
+            client,
             options: options.clone(),
-            _driver: AbortOnDrop(driver),
         })
     }
 
     async fn call(&mut self, path: &'static str) -> Result<Call, ReflectionError> {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://{}{path}", self.authority))
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            .header(
-                http::header::USER_AGENT,
-                concat!("strait/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(())
-            .map_err(|_| ReflectionError::Address {
-                address: self.address.clone(),
-            })?;
-        let http2 = |source| ReflectionError::Http2 {
-            address: self.address.clone(),
-            source,
-        };
-        let ready = tokio::time::timeout(
-            self.options.request_timeout,
-            self.send_request.clone().ready(),
-        )
-        .await
-        .map_err(|_| ReflectionError::Timeout {
-            what: format!("opening a stream for {path}"),
-            after: self.options.request_timeout,
-        })?;
-        let mut send_request = ready.map_err(http2)?;
-        let (response, send) = send_request.send_request(request, false).map_err(http2)?;
+        let timeout = self.options.request_timeout;
+        let call = tokio::time::timeout(timeout, self.client.call(path, None))
+            .await
+            .map_err(|_| ReflectionError::Timeout {
+                what: format!("opening a stream for {path}"),
+                after: timeout,
+            })?
+            .map_err(|e| from_client(e, &self.address))?;
         Ok(Call {
             path,
             address: self.address.clone(),
-            send,
-            response: Some(response),
-            body: None,
-            decoder: FrameDecoder::new(self.options.max_message_size),
-            pending: Bytes::new(),
-            timeout: self.options.request_timeout,
-            done: false,
+            call,
+            timeout,
         })
     }
 }
 
-/// One gRPC call: messages out, messages in, status at the end.
+/// The client's error in this module's terms (the ones `strait descriptors dump` has always shown).
+fn from_client(err: ClientError, address: &str) -> ReflectionError {
+    let address = address.to_owned();
+    match err {
+        ClientError::Connect { source, .. } => match source {
+            ConnectError::Tcp { address, source } | ConnectError::Tls { address, source } => {
+                ReflectionError::Connect { address, source }
+            }
+            ConnectError::Timeout { address, timeout } => ReflectionError::Timeout {
+                what: format!("connecting to {address}"),
+                after: timeout,
+            },
+            other => ReflectionError::Connect {
+                address,
+                source: std::io::Error::other(other.to_string()),
+            },
+        },
+        ClientError::Unavailable(other) => ReflectionError::Connect {
+            address,
+            source: std::io::Error::other(other.to_string()),
+        },
+        ClientError::Handshake { source, .. } | ClientError::Http2 { source, .. } => {
+            ReflectionError::Http2 { address, source }
+        }
+        ClientError::HttpStatus { path, status, .. } => {
+            ReflectionError::HttpStatus { path, status }
+        }
+        ClientError::Status {
+            path,
+            code,
+            message,
+            ..
+        } => ReflectionError::Status {
+            path,
+            code,
+            message,
+        },
+        ClientError::Frame { path, source, .. } => ReflectionError::Frame { path, source },
+        ClientError::Compressed { path, .. } => ReflectionError::Compressed { path },
+        ClientError::DeadlineExceeded { path, after, .. } => ReflectionError::Timeout {
+            what: format!("waiting for {path}"),
+            after,
+        },
+        ClientError::NotUnary { path, .. } => ReflectionError::NotUnary { path },
+        ClientError::Path { .. } => ReflectionError::Address { address },
+    }
+}
+
+/// One gRPC call of the dump, each answer bounded by the request timeout.
 struct Call {
     path: &'static str,
     address: String,
-    send: SendStream<Bytes>,
-    response: Option<ResponseFuture>,
-    body: Option<RecvStream>,
-    decoder: FrameDecoder,
-    pending: Bytes,
+    call: client::Call,
     timeout: Duration,
-    done: bool,
 }
 
 impl Call {
-    fn http2(&self, source: h2::Error) -> ReflectionError {
-        ReflectionError::Http2 {
-            address: self.address.clone(),
-            source,
-        }
-    }
-
     fn send(&mut self, message: &impl Message, end: bool) -> Result<(), ReflectionError> {
-        let framed = encode_message(false, &message.encode_to_vec()).map_err(|source| {
-            ReflectionError::Frame {
-                path: self.path.to_owned(),
-                source,
-            }
-        })?;
-        self.send
-            .send_data(framed, end)
-            .map_err(|source| self.http2(source))
+        self.call
+            .send(&message.encode_to_vec(), end)
+            .map_err(|e| from_client(e, &self.address))
     }
 
     fn close_send(&mut self) -> Result<(), ReflectionError> {
-        self.send
-            .send_data(Bytes::new(), true)
-            .map_err(|source| self.http2(source))
+        self.call
+            .close_send()
+            .map_err(|e| from_client(e, &self.address))
     }
 
     /// The next message, or `None` once the call ended with OK. Bounded by the request timeout.
     async fn recv(&mut self) -> Result<Option<Bytes>, ReflectionError> {
-        let timeout = self.timeout;
-        tokio::time::timeout(timeout, self.recv_inner())
+        tokio::time::timeout(self.timeout, self.call.recv())
             .await
             .map_err(|_| ReflectionError::Timeout {
                 what: format!("waiting for an answer on {}", self.path),
-                after: timeout,
+                after: self.timeout,
             })?
+            .map_err(|e| from_client(e, &self.address))
     }
-
-    async fn recv_inner(&mut self) -> Result<Option<Bytes>, ReflectionError> {
-        if self.done {
-            return Ok(None);
-        }
-        if let Some(response) = self.response.take() {
-            let response = response.await.map_err(|source| self.http2(source))?;
-            if response.status() != StatusCode::OK {
-                return Err(ReflectionError::HttpStatus {
-                    path: self.path.to_owned(),
-                    status: response.status(),
-                });
-            }
-            // A trailers-only response: the status is in the headers.
-            if let Some(code) = Code::from_headers(response.headers()) {
-                self.done = true;
-                return self.status(code, response.headers()).map(|()| None);
-            }
-            self.body = Some(response.into_body());
-        }
-        let Some(body) = self.body.as_mut() else {
-            return Ok(None);
-        };
-        let frame_error = |path: &str, source| ReflectionError::Frame {
-            path: path.to_owned(),
-            source,
-        };
-        let mut message: Option<BytesMut> = None;
-        loop {
-            while let Some(event) = self
-                .decoder
-                .next(&mut self.pending)
-                .map_err(|e| frame_error(self.path, e))?
-            {
-                match event {
-                    FrameEvent::Header(header) => {
-                        if header.compressed {
-                            return Err(ReflectionError::Compressed {
-                                path: self.path.to_owned(),
-                            });
-                        }
-                        message = Some(BytesMut::with_capacity(header.len as usize));
-                    }
-                    FrameEvent::Body(chunk) => {
-                        if let Some(message) = message.as_mut() {
-                            message.extend_from_slice(&chunk);
-                        }
-                    }
-                    FrameEvent::End => {
-                        return Ok(Some(message.take().unwrap_or_default().freeze()))
-                    }
-                }
-            }
-            match body.data().await {
-                Some(Ok(chunk)) => {
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    self.pending = chunk;
-                }
-                Some(Err(source)) => {
-                    return Err(ReflectionError::Http2 {
-                        address: self.address.clone(),
-                        source,
-                    })
-                }
-                None => break,
-            }
-        }
-        self.decoder
-            .finish()
-            .map_err(|e| frame_error(self.path, e))?;
-        let trailers = body
-            .trailers()
-            .await
-            .map_err(|source| ReflectionError::Http2 {
-                address: self.address.clone(),
-                source,
-            })?
-            .unwrap_or_default();
-        self.done = true;
-        let code = Code::from_headers(&trailers).unwrap_or(Code::Unknown);
-        self.status(code, &trailers).map(|()| None)
-    }
-
-    fn status(&self, code: Code, headers: &http::HeaderMap) -> Result<(), ReflectionError> {
-        if code == Code::Ok {
-            return Ok(());
-        }
-        let message = headers
-            .get("grpc-message")
-            .map(|v| percent_decode(v.as_bytes()))
-            .unwrap_or_else(|| {
-                if headers.contains_key("grpc-status") {
-                    String::new()
-                } else {
-                    "the call ended without grpc-status".to_owned()
-                }
-            });
-        Err(ReflectionError::Status {
-            path: self.path.to_owned(),
-            code,
-            message,
-        })
-    }
-}
-
-/// Decodes a percent-encoded `grpc-message`.
-fn percent_decode(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = raw
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (raw[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The reflection stream, with its request/answer exchange.
@@ -783,7 +635,7 @@ async fn dump_inner(
     }
     reflection.finish().await?;
 
-    let server_version = match system_version(&mut connection).await {
+    let server_version = match system_version(&connection).await {
         Ok(version) => Some(version).filter(|v| !v.is_empty()),
         Err(err) => {
             tracing::warn!(error = %err, "GetSystemInfo failed; the server version is unknown");
@@ -808,17 +660,13 @@ async fn dump_inner(
 }
 
 /// `WorkflowService/GetSystemInfo`'s `server_version`.
-async fn system_version(connection: &mut Connection) -> Result<String, ReflectionError> {
-    let mut call = connection.call(GET_SYSTEM_INFO).await?;
+async fn system_version(connection: &Connection) -> Result<String, ReflectionError> {
     // An empty GetSystemInfoRequest.
-    call.send(&(), true)?;
-    let Some(raw) = call.recv().await? else {
-        return Err(ReflectionError::Ended {
-            path: GET_SYSTEM_INFO.to_owned(),
-            request: "GetSystemInfo".to_owned(),
-        });
-    };
-    while call.recv().await?.is_some() {}
+    let raw = connection
+        .client
+        .unary(GET_SYSTEM_INFO, &[], connection.options.request_timeout)
+        .await
+        .map_err(|e| from_client(e, &connection.address))?;
     GetSystemInfoResponse::decode(raw)
         .map(|r| r.server_version)
         .map_err(|source| ReflectionError::Decode {
@@ -1005,12 +853,6 @@ mod tests {
         let decoded =
             ServerReflectionResponse::decode(response.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, response);
-    }
-
-    #[test]
-    fn grpc_message_percent_decoding() {
-        assert_eq!(percent_decode(b"a%20b%zz%"), "a b%zz%");
-        assert_eq!(percent_decode(b"caf%C3%A9"), "café");
     }
 
     #[tokio::test]

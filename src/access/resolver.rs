@@ -1,18 +1,17 @@
-//! Namespace IDs resolved to names against the local cluster (`DescribeNamespace` by ID through the
-//! link's local upstream), cached. Requests and replication tasks that name a namespace only by ID
-//! are judged by the name the local cluster gives it. IDs are the same on both sides of a link (a
-//! replicated namespace keeps its ID), so the local cluster is always the one asked.
+//! Namespace IDs resolved to names against the local cluster (`DescribeNamespace` by ID, a unary
+//! call of `grpc::client` over the link's local upstream pool), cached. Requests and replication
+//! tasks that name a namespace only by ID are judged by the name the local cluster gives it. IDs
+//! are the same on both sides of a link (a replicated namespace keeps its ID), so the local cluster
+//! is always the one asked.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Request, Uri};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value};
 use tracing::debug;
 
-use crate::grpc::frame::{encode_message, FrameDecoder, FrameEvent};
+use crate::grpc::client::{Client, ClientError};
 use crate::grpc::status::Code;
 use crate::relay::upstream::UpstreamPool;
 
@@ -51,7 +50,7 @@ struct Cached {
 }
 
 pub struct NamespaceResolver {
-    upstream: Arc<UpstreamPool>,
+    client: Client,
     request_type: MessageDescriptor,
     response_type: MessageDescriptor,
     timeout: Duration,
@@ -65,7 +64,7 @@ impl NamespaceResolver {
         timeout: Duration,
     ) -> Result<Self, ResolveError> {
         Ok(Self {
-            upstream,
+            client: Client::over_pool(upstream).with_max_response(MAX_RESPONSE),
             request_type: pool
                 .get_message_by_name(REQUEST_TYPE)
                 .ok_or(ResolveError::Descriptors(REQUEST_TYPE))?,
@@ -113,113 +112,26 @@ impl NamespaceResolver {
     }
 
     async fn describe(&self, id: &str) -> Result<Option<String>, ResolveError> {
-        let unavailable = |reason: String| ResolveError::Unavailable {
-            id: id.to_owned(),
-            reason,
-        };
-        let deadline = Instant::now() + self.timeout;
-        let send = self
-            .upstream
-            .acquire(deadline)
+        let mut request = DynamicMessage::new(self.request_type.clone());
+        request.set_field_by_name("id", Value::String(id.to_owned()));
+        let request = prost::Message::encode_to_vec(&request);
+        let message = match self
+            .client
+            .unary(DESCRIBE_NAMESPACE, &request, self.timeout)
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let mut request_message = DynamicMessage::new(self.request_type.clone());
-        request_message.set_field_by_name("id", Value::String(id.to_owned()));
-        let body = encode_message(false, &prost::Message::encode_to_vec(&request_message))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let uri = Uri::builder()
-            .scheme(self.upstream.scheme().clone())
-            .authority(self.upstream.authority().clone())
-            .path_and_query(DESCRIBE_NAMESPACE)
-            .build()
-            .map_err(|e| unavailable(e.to_string()))?;
-        let mut request = Request::new(());
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        let millis = self.timeout.as_millis().clamp(1, 99_999_999);
-        if let Ok(value) = HeaderValue::from_str(&format!("{millis}m")) {
-            headers.insert("grpc-timeout", value);
-        }
-
-        let exchange = async {
-            let mut send = send;
-            let (response, mut request_body) = send
-                .send_request(request, false)
-                .map_err(|e| unavailable(e.to_string()))?;
-            request_body
-                .send_data(body, true)
-                .map_err(|e| unavailable(e.to_string()))?;
-            let response = response.await.map_err(|e| unavailable(e.to_string()))?;
-            let (parts, mut recv) = response.into_parts();
-            if recv.is_end_stream() {
-                return Ok((parts.headers, BytesMut::new()));
-            }
-            let mut data = BytesMut::new();
-            while let Some(chunk) = recv.data().await {
-                let chunk = chunk.map_err(|e| unavailable(e.to_string()))?;
-                let _ = recv.flow_control().release_capacity(chunk.len());
-                if data.len() + chunk.len() > MAX_RESPONSE as usize + 5 {
-                    return Err(ResolveError::Malformed {
-                        id: id.to_owned(),
-                        reason: "response too large".into(),
-                    });
-                }
-                data.extend_from_slice(&chunk);
-            }
-            let trailers = recv
-                .trailers()
-                .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .unwrap_or_default();
-            Ok((trailers, data))
+        {
+            Ok(message) => message,
+            Err(ClientError::Status {
+                code: Code::NotFound,
+                ..
+            }) => return Ok(None),
+            Err(err) => return Err(Self::failed(id, err)),
         };
-        let (status, data) = tokio::time::timeout_at(deadline.into(), exchange)
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))??;
-        match Code::from_headers(&status) {
-            Some(Code::Ok) => {}
-            Some(Code::NotFound) => return Ok(None),
-            code => {
-                let message = status
-                    .get("grpc-message")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                return Err(ResolveError::Failed {
-                    id: id.to_owned(),
-                    code: code.unwrap_or(Code::Unknown),
-                    message,
-                });
-            }
-        }
         let malformed = |reason: String| ResolveError::Malformed {
             id: id.to_owned(),
             reason,
         };
-        let mut input = data.freeze();
-        let mut decoder = FrameDecoder::new(MAX_RESPONSE);
-        let mut message = BytesMut::new();
-        let mut compressed = false;
-        while let Some(event) = decoder
-            .next(&mut input)
-            .map_err(|e| malformed(e.to_string()))?
-        {
-            match event {
-                FrameEvent::Header(header) => compressed = header.compressed,
-                FrameEvent::Body(part) => message.extend_from_slice(&part),
-                FrameEvent::End => break,
-            }
-        }
-        if compressed {
-            return Err(malformed("compressed although none was accepted".into()));
-        }
-        let response = DynamicMessage::decode(self.response_type.clone(), Bytes::from(message))
+        let response = DynamicMessage::decode(self.response_type.clone(), message)
             .map_err(|e| malformed(e.to_string()))?;
         let name = response
             .get_field_by_name("namespace_info")
@@ -233,6 +145,33 @@ impl NamespaceResolver {
         match name {
             Some(name) => Ok(Some(name)),
             None => Err(malformed("no namespace_info.name".into())),
+        }
+    }
+
+    /// What a failed call means here: the cluster's own answer, a malformed answer, or no answer.
+    fn failed(id: &str, err: ClientError) -> ResolveError {
+        match err {
+            ClientError::Status { code, message, .. } => ResolveError::Failed {
+                id: id.to_owned(),
+                code,
+                message,
+            },
+            ClientError::Frame { .. }
+            | ClientError::Compressed { .. }
+            | ClientError::NotUnary { .. } => ResolveError::Malformed {
+                id: id.to_owned(),
+                reason: err.to_string(),
+            },
+            ClientError::Connect { .. }
+            | ClientError::Handshake { .. }
+            | ClientError::Unavailable(_)
+            | ClientError::Http2 { .. }
+            | ClientError::HttpStatus { .. }
+            | ClientError::DeadlineExceeded { .. }
+            | ClientError::Path { .. } => ResolveError::Unavailable {
+                id: id.to_owned(),
+                reason: err.to_string(),
+            },
         }
     }
 }

@@ -157,6 +157,29 @@ pub fn percent_encode(message: &str) -> String {
     out
 }
 
+/// Decodes a percent-encoded `grpc-message`; a `%` not followed by two hex digits stays as it is.
+pub fn percent_decode(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (raw[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -178,5 +201,13 @@ mod tests {
         assert_eq!(trailers["grpc-status"], "14");
         assert_eq!(trailers["grpc-message"], "down: 100%25");
         assert_eq!(Code::from_headers(&trailers), Some(Code::Unavailable));
+    }
+
+    #[test]
+    fn message_percent_decoding() {
+        assert_eq!(percent_decode(b"a%20b%zz%"), "a b%zz%");
+        assert_eq!(percent_decode(b"caf%C3%A9"), "café");
+        let encoded = percent_encode("down: 100%\nü");
+        assert_eq!(percent_decode(encoded.as_bytes()), "down: 100%\nü");
     }
 }

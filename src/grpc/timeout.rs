@@ -26,6 +26,22 @@ pub fn parse(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
+/// Encodes a `grpc-timeout` value: whole milliseconds (at least 1), or coarser units when the
+/// amount would not fit the 8 digits allowed. Never shorter than `timeout` but for sub-ms rounding.
+pub fn encode(timeout: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let millis = timeout.as_millis().max(1);
+    let (amount, unit) = if millis <= MAX {
+        (millis, 'm')
+    } else if timeout.as_secs() <= MAX as u64 {
+        (u128::from(timeout.as_secs()), 'S')
+    } else {
+        ((u128::from(timeout.as_secs()) / 3600).min(MAX), 'H')
+    };
+    // Only ASCII digits and a unit letter: always a valid header value.
+    HeaderValue::from_str(&format!("{amount}{unit}")).unwrap_or(HeaderValue::from_static("1m"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +59,17 @@ mod tests {
         assert_eq!(p("123456789S"), None);
         assert_eq!(p("10x"), None);
         assert_eq!(p("-1S"), None);
+    }
+
+    #[test]
+    fn encoded_values_parse_back() {
+        let e = |d: Duration| parse(&encode(d));
+        assert_eq!(encode(Duration::from_secs(5)), "5000m");
+        assert_eq!(e(Duration::from_micros(10)), Some(Duration::from_millis(1)));
+        assert_eq!(
+            e(Duration::from_secs(200_000)),
+            Some(Duration::from_secs(200_000))
+        );
+        assert_eq!(encode(Duration::MAX), "99999999H");
     }
 }
