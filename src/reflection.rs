@@ -294,10 +294,11 @@ impl Connection {
         }
         let mut upstream = UpstreamConfig::with_defaults(address.to_owned(), address.to_owned());
         upstream.connect_timeout = options.connect_timeout;
-        let connector = Connector::new(&upstream).map_err(|e| ReflectionError::Connect {
-            address: address.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let connector =
+            Connector::new(&(&upstream).into()).map_err(|e| ReflectionError::Connect {
+                address: address.to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let mut metadata = HeaderMap::new();
         metadata.insert(
             http::header::USER_AGENT,

@@ -660,7 +660,7 @@ mod tests {
     fn connector(addr: SocketAddr) -> Connector {
         let mut config = UpstreamConfig::with_defaults("test".into(), addr.to_string());
         config.connect_timeout = Duration::from_secs(5);
-        Connector::new(&config).unwrap()
+        Connector::new(&(&config).into()).unwrap()
     }
 
     async fn client(server: &Server) -> Client {
