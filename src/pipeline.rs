@@ -226,10 +226,13 @@ impl MethodEntry {
 /// Admission: a listener's methods by `:path`, each with its [`MethodEntry`].
 pub struct MethodTable {
     methods: HashMap<Box<str>, Arc<MethodEntry>>,
-    /// For paths the descriptor set does not define: stages that act on headers only.
-    unknown: Vec<Arc<dyn Stage>>,
+    /// For paths the descriptor set does not define, one entry per label set and policy verdict
+    /// (`[denied, allowed]`), shared by all such paths: a known service's unknown methods by
+    /// service name, everything else in `other`. Bounded by the descriptor set, whatever clients
+    /// send, and their metrics are registered once.
+    unknown: HashMap<Box<str>, [Arc<MethodEntry>; 2]>,
+    other: [Arc<MethodEntry>; 2],
     policy: Option<Arc<MethodPolicy>>,
-    labeler: Arc<MethodLabeler>,
 }
 
 impl MethodTable {
@@ -249,26 +252,46 @@ impl MethodTable {
                 (Box::from(path.as_str()), entry)
             })
             .collect();
+        // Stages that act on headers and statuses only: no message type to read.
+        let header_stages = pipeline.stages_for(None);
+        let pair = |labels: &MethodLabels| {
+            [false, true].map(|allowed| {
+                Arc::new(MethodEntry::new(
+                    labels.clone(),
+                    allowed,
+                    header_stages.clone(),
+                ))
+            })
+        };
+        let mut unknown = HashMap::new();
+        let mut other = None;
+        for labels in labeler.unknown_labels() {
+            if &*labels.service == crate::grpc::method::OTHER {
+                other = Some(pair(&labels));
+            } else {
+                unknown.insert(Box::from(&*labels.service), pair(&labels));
+            }
+        }
+        let other = other.unwrap_or_else(|| pair(&labeler.labels("")));
         MethodTable {
             methods,
-            unknown: pipeline.stages_for(None),
+            unknown,
+            other,
             policy,
-            labeler,
         }
     }
 
-    /// The entry for a call's `:path`: the one lookup of a call.
+    /// The entry for a call's `:path`: the one lookup of a call (two for a path the descriptor set
+    /// does not define: its service's).
     pub fn get(&self, path: &str) -> Arc<MethodEntry> {
         if let Some(entry) = self.methods.get(path) {
             return Arc::clone(entry);
         }
-        // Not in the descriptor set: rare, so its entry is made per call.
         let allowed = self.policy.as_ref().is_none_or(|p| p.allows(path));
-        Arc::new(MethodEntry::new(
-            self.labeler.labels(path),
-            allowed,
-            self.unknown.clone(),
-        ))
+        let pair = crate::grpc::method::split_path(path)
+            .and_then(|(service, _)| self.unknown.get(service))
+            .unwrap_or(&self.other);
+        Arc::clone(&pair[usize::from(allowed)])
     }
 }
 

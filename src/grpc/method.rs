@@ -129,6 +129,22 @@ impl MethodLabeler {
         })
     }
 
+    /// The labels of every path that is no method the descriptor set defines: a known service's
+    /// unknown method (service name, `other`) for each service, and (`other`, `other`).
+    pub(crate) fn unknown_labels(&self) -> impl Iterator<Item = MethodLabels> + '_ {
+        let other = Arc::clone(&self.other);
+        self.services
+            .values()
+            .map(move |service| MethodLabels {
+                service: Arc::clone(&service.name),
+                method: Arc::clone(&self.other),
+            })
+            .chain(std::iter::once(MethodLabels {
+                service: Arc::clone(&other),
+                method: other,
+            }))
+    }
+
     pub fn labels(&self, path: &str) -> MethodLabels {
         let other = || MethodLabels {
             service: Arc::clone(&self.other),
