@@ -4,33 +4,57 @@
 //! ```text
 //! client ──h2c/TLS──▶ transport::listen ─▶ relay::server (HTTP/2 connection, one task per call)
 //!                                             │
-//!                         relay::call ◀───────┘  headers (hop-by-hop dropped, :authority set)
+//!                         relay::call ◀───────┘  admission: pipeline::MethodTable, one lookup of
+//!                           │                    :path → MethodEntry (labels, policy, stages)
+//!                           │  headers: hop-by-hop dropped, :authority set, stages see them
 //!                           │  relay::pump: DATA → grpc::frame (5-byte prefixes, size limit) → DATA
-//!                           │  [rewrite::walker: descriptor-guided edits of targeted messages]
+//!                           │    fast path (no stage reads the direction): streamed, never gathered
+//!                           │    else pipeline::Flow: a message held as wire::Chunks, inflated once
+//!                           │    (grpc::compression), through the stages in order (pipeline::acl,
+//!                           │    pipeline::translate, pipeline::field_override), deflated once
 //!                           ▼
 //!                relay::upstream (pool of HTTP/2 connections) ─▶ transport::connect ──TCP/TLS──▶ Temporal
+//!                                                           or ─▶ transport::mux (yamux over TLS)
 //! ```
 //! No generated stubs: a call is routed by its `:path` and its messages are framed, never decoded, so
-//! RPCs this build has never heard of pass through like any other.
+//! RPCs this build has never heard of pass through like any other. Typed errors (a stage's, the
+//! pump's, an upstream's) become a grpc-status only in `relay::call`.
 //!
 //! ## Layout
-//! - `config`: the TOML schema, defaults and `validate()` (every problem, with its key); it converts
-//!   into the settings types of `transport` and `telemetry`, which read no config.
+//! - `config`: the TOML schema, defaults (one `Default` per section) and `validate()` (every
+//!   problem, with its key); it converts into the settings types of `transport` and `telemetry`,
+//!   which read no config.
 //! - `transport`: accepting (`listen`), dialing (`connect`), rustls settings (`tls`), certificate
-//!   dates (`validity`), redial `backoff`, and mux links (`mux`: sessions, `mux::accept`, `mux::dial`).
-//! - `relay`: the HTTP/2 relay: `server`, `call`, `pump` (flow control), `upstream` (pool).
-//! - `grpc`: message framing, status codes and trailers, `grpc-timeout`, method paths.
-//! - `wire`: the protobuf wire format, the only code touching tags/varints/lengths (shared by
-//!   `rewrite` and `access`).
+//!   dates (`validity`), the one redial `backoff` (upstream pool and mux dialer), syscall batching
+//!   (`coalesce`), and mux links (`mux`: sessions; `mux::accept` and `mux::dial`, a link's two ends).
+//! - `relay`: the HTTP/2 relay: `server` (connections), `call` (one call, and the edge where errors
+//!   become statuses), `pump` (one direction's body, flow control), `upstream` (the pool), `gather`
+//!   (budgets for messages held whole), `watch` (protocol-violation counting).
+//! - `pipeline`: admission (`MethodTable`) and the message stages: `acl` (a cluster connection's
+//!   namespace ACL and scope), `translate` (names and UTF-8 repair), `field_override`; a new stage
+//!   is a module and one line in `Pipeline::new`.
+//! - `grpc`: message `frame`s, `status` codes and trailers, `timeout` (`grpc-timeout`), `method`
+//!   paths and metric labels, `compression` (gzip, undone and redone once per message), and the one
+//!   `client` for Strait's own outbound calls (reflection, namespace resolution).
+//! - `wire`: the protobuf wire format, the only code touching tags/varints/lengths, over one buffer
+//!   or a message held in pieces (`wire::chunks`); shared by `rewrite` and `access`.
 //! - `classify`: which string fields of Temporal's messages hold namespace names, search-attribute
 //!   names and queries (shared by `rewrite` and `access`).
 //! - `rewrite`: descriptor-guided wire edits (namespace and search-attribute names, UTF-8 repair):
-//!   `plan`, `walker`, `query`, `status_details`.
-//! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set and how it is dumped.
+//!   `plan` (compiled field paths), `walker` (one pass, splices), `query` (visibility queries),
+//!   `status_details` (error details), `reference` (the decode-and-re-encode oracle tests and fuzzing
+//!   compare against).
+//! - `access`: the method policy; `namespaces` (a link's namespace ACL), `scope` (where a message
+//!   names namespaces), `resolver` (namespace IDs to names, through `grpc::client`).
+//! - `descriptor_set`, `reflection`: the embedded Temporal descriptor set, and dumping one from a
+//!   server by reflection.
 //! - `admin`, `metrics`, `telemetry`: /livez /readyz /metrics, metric names (with their own label
-//!   types: `metrics` imports no other module), logs.
-//! - `cluster`: cluster connections, wired from the pieces above.
+//!   types: `metrics` imports no other module), logs (`log` records of rustls and yamux included).
+//! - `cluster`: cluster connections, wired from the pieces above (its own `LinkError`).
 //! - `signals`: SIGTERM/SIGINT drain (a second one exits at once); SIGHUP/SIGUSR1/SIGUSR2 are logged.
+//!
+//! Tests and benches share their helpers through the `strait-test-support` workspace crate
+//! (`tests/support`); the fuzz targets are a workspace of their own (`fuzz/`).
 
 #![forbid(unsafe_code)]
 
