@@ -18,15 +18,18 @@ use std::path::{Path, PathBuf};
 
 use prost_reflect::DescriptorPool;
 
-use crate::reflection::SERVICES;
-
 /// The set dumped from the pinned Temporal server.
 pub const EMBEDDED: &[u8] = include_bytes!("../descriptors/temporal.binpb");
 /// The Temporal server version [`EMBEDDED`] was dumped from.
 const EMBEDDED_VERSION: &str = include_str!("../descriptors/temporal.version");
 
-/// Services a descriptor set must define.
-pub const REQUIRED_SERVICES: [&str; 3] = SERVICES;
+/// Services a descriptor set must define: the ones whose files (and everything they import) are
+/// dumped into Strait's own set.
+pub const REQUIRED_SERVICES: [&str; 3] = [
+    "temporal.api.workflowservice.v1.WorkflowService",
+    "temporal.api.operatorservice.v1.OperatorService",
+    "temporal.server.api.adminservice.v1.AdminService",
+];
 
 /// Longest accepted version file.
 const MAX_VERSION_LEN: usize = 100;

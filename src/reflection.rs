@@ -32,12 +32,9 @@ use crate::grpc::frame::FrameError;
 use crate::grpc::status::Code;
 use crate::transport::connect::{ConnectError, Connector};
 
-/// The services whose files (and everything they import) make up Strait's descriptor set.
-pub const SERVICES: [&str; 3] = [
-    "temporal.api.workflowservice.v1.WorkflowService",
-    "temporal.api.operatorservice.v1.OperatorService",
-    "temporal.server.api.adminservice.v1.AdminService",
-];
+/// The services whose files (and everything they import) make up Strait's descriptor set: the
+/// ones a set must define (defined in `descriptor_set`, which dumping depends on, not the reverse).
+pub use crate::descriptor_set::REQUIRED_SERVICES as SERVICES;
 
 /// Everything dumped: the services, plus the types that travel inside `grpc-status-details-bin`
 /// (Strait translates namespace names in error details, so it needs their descriptors too).
