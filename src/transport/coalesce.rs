@@ -15,11 +15,14 @@
 //! **Reads.** h2 reads 8–16 KiB at a time. While a connection carries bulk data (a read filled the
 //! whole buffer h2 offered), reads go through a `READ_AHEAD_BYTES` buffer instead; the buffer is
 //! dropped as soon as the traffic is small again, so idle and small-message connections hold none.
+//! It is read into uninitialised (`poll_read_buf`): busy small-message connections go in and out
+//! of bulk mode often, and zeroing 64 KiB each time cost more than the reads.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A flush goes through without deferral once this much is buffered.
@@ -42,10 +45,8 @@ pub struct Coalescing<T> {
     written: usize,
     /// Buffered length when the flush was last deferred: a second deferral needs more bytes.
     deferred_at: Option<usize>,
-    /// Read-ahead buffer (empty unless in bulk mode) and its unread range.
-    read_buf: Vec<u8>,
-    read_start: usize,
-    read_end: usize,
+    /// Read-ahead bytes not yet handed on (no allocation unless in bulk mode).
+    read_buf: BytesMut,
     /// The last direct read filled the reader's whole buffer: more is likely waiting.
     bulk: bool,
 }
@@ -57,9 +58,7 @@ impl<T> Coalescing<T> {
             write_buf: Vec::new(),
             written: 0,
             deferred_at: None,
-            read_buf: Vec::new(),
-            read_start: 0,
-            read_end: 0,
+            read_buf: BytesMut::new(),
             bulk: false,
         }
     }
@@ -115,7 +114,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.read_start == this.read_end {
+        if this.read_buf.is_empty() {
             if !this.bulk || buf.remaining() >= READ_AHEAD_BYTES {
                 let before = buf.remaining();
                 ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -123,25 +122,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
                 this.bulk = read > 0 && buf.remaining() == 0;
                 return Poll::Ready(Ok(()));
             }
-            if this.read_buf.is_empty() {
-                this.read_buf = vec![0; READ_AHEAD_BYTES];
-            }
-            let mut ahead = ReadBuf::new(&mut this.read_buf);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut ahead))?;
-            this.read_start = 0;
-            this.read_end = ahead.filled().len();
-            if this.read_end < BULK_READ_BYTES {
+            // Emptied, so this reuses the allocation if there is one, else makes one.
+            this.read_buf.reserve(READ_AHEAD_BYTES);
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.read_buf
+            ))?;
+            if read < BULK_READ_BYTES {
                 this.bulk = false;
             }
         }
-        let n = (this.read_end - this.read_start).min(buf.remaining());
-        buf.put_slice(&this.read_buf[this.read_start..this.read_start + n]);
-        this.read_start += n;
-        if this.read_start == this.read_end && !this.bulk {
+        let n = this.read_buf.len().min(buf.remaining());
+        buf.put_slice(&this.read_buf[..n]);
+        this.read_buf.advance(n);
+        if this.read_buf.is_empty() && !this.bulk {
             // Small traffic again: an idle connection keeps no read buffer.
-            this.read_buf = Vec::new();
-            this.read_start = 0;
-            this.read_end = 0;
+            this.read_buf = BytesMut::new();
         }
         Poll::Ready(Ok(()))
     }
