@@ -6,5 +6,5 @@ pub(crate) mod client;
 pub mod compression;
 pub mod frame;
 pub mod method;
-pub mod status;
-pub mod timeout;
+pub(crate) mod status;
+pub(crate) mod timeout;

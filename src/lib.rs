@@ -57,11 +57,12 @@
 //! (`tests/support`); the fuzz targets are a workspace of their own (`fuzz/`).
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod access;
-pub mod admin;
+pub(crate) mod admin;
 pub(crate) mod classify;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod descriptor_set;
 pub mod grpc;

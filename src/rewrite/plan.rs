@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
 /// Re-exported: a plan's [`Action`]s carry it.
-pub use crate::classify::TextKind;
+pub(crate) use crate::classify::TextKind;
 use crate::classify::{child_message, classify_string, map_field_of};
 
 pub const DATA_BLOB: &str = "temporal.api.common.v1.DataBlob";
@@ -48,7 +48,7 @@ pub(crate) const HIDING_ELEMENTS: &[&str] =
 
 /// Fields that mention a namespace or search attribute and are deliberately not edited.
 /// (message full name or `*` for any, field name, reason)
-pub const LEFT_ALONE: &[(&str, &str, &str)] = &[
+pub(crate) const LEFT_ALONE: &[(&str, &str, &str)] = &[
     (
         "*",
         "*namespace_id",
@@ -166,7 +166,7 @@ impl Targets {
         }
     }
 
-    pub fn any(self) -> bool {
+    pub(crate) fn any(self) -> bool {
         self.namespaces || self.search_attributes || self.utf8
     }
 }
@@ -190,7 +190,7 @@ pub enum Action {
 /// The targeted fields of one message type, by field number.
 #[derive(Debug, Clone, Default)]
 pub struct MessagePlan {
-    pub name: String,
+    pub(crate) name: String,
     by_number: Vec<Option<Action>>,
     sparse: Vec<(u32, Action)>,
 }
@@ -206,10 +206,6 @@ impl MessagePlan {
                 .ok()
                 .map(|i| self.sparse[i].1),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sparse.is_empty() && self.by_number.iter().all(Option::is_none)
     }
 
     fn set(&mut self, number: u32, action: Action) {
@@ -229,9 +225,9 @@ impl MessagePlan {
 
 /// Plans for a method's request and response; `None` when that side has nothing to edit.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MethodPlan {
-    pub request: Option<MsgId>,
-    pub response: Option<MsgId>,
+pub(crate) struct MethodPlan {
+    pub(crate) request: Option<MsgId>,
+    pub(crate) response: Option<MsgId>,
 }
 
 #[derive(Debug, Default)]
@@ -252,12 +248,8 @@ impl Plan {
     }
 
     /// The plan for a `:path` such as `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
-    pub fn method(&self, path: &str) -> Option<MethodPlan> {
+    pub(crate) fn method(&self, path: &str) -> Option<MethodPlan> {
         self.methods.get(path).copied()
-    }
-
-    pub fn methods(&self) -> impl Iterator<Item = (&str, &MethodPlan)> {
-        self.methods.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Compiles the plan for every service method in `pool`.

@@ -42,7 +42,7 @@
 //! round trip is byte-exact when, for each mapped pair, both names can be bare or neither can.
 
 /// Longest query translated; Temporal's own limits on request sizes are far below this.
-pub const MAX_QUERY_LEN: usize = 1 << 20;
+pub(crate) const MAX_QUERY_LEN: usize = 1 << 20;
 
 /// Why a query could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

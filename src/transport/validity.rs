@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A certificate expiring within this many days is warned about.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 30;
 
 const SEQUENCE: u8 = 0x30;
 const INTEGER: u8 = 0x02;
@@ -217,7 +217,7 @@ pub fn now() -> i64 {
 
 /// The problem with a validity at `now`, if any: expired, not yet valid, or expiring within
 /// [`EXPIRY_WARNING_DAYS`].
-pub fn problem(validity: Validity, now: i64) -> Option<String> {
+pub(crate) fn problem(validity: Validity, now: i64) -> Option<String> {
     if now < validity.not_before {
         Some(format!(
             "not valid before {} (notBefore); peers will refuse it until then; it expires {} (notAfter)",
@@ -252,7 +252,7 @@ pub fn expiry(path: &Path) -> Result<String, String> {
 /// Warnings for certificate files, each with the key it was given under (the config key that names
 /// the file), for every certificate that is not valid at `now` or expires within
 /// [`EXPIRY_WARNING_DAYS`]. Every certificate of a file (the chain) is checked.
-pub fn warnings(files: &[(String, &Path)], now: i64) -> Vec<(String, String)> {
+pub(crate) fn warnings(files: &[(String, &Path)], now: i64) -> Vec<(String, String)> {
     let mut warnings = Vec::new();
     for (key, path) in files {
         // An unreadable file is a config error that validate() reports; nothing to add here.
