@@ -558,8 +558,14 @@ fn check_gather_limits(
 /// One problem found in a configuration, with the key it concerns (`listener[0].upstream`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    #[cfg(feature = "internals")]
     pub key: String,
+    #[cfg(not(feature = "internals"))]
+    pub(crate) key: String,
+    #[cfg(feature = "internals")]
     pub message: String,
+    #[cfg(not(feature = "internals"))]
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -581,6 +587,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    #[cfg(any(test, feature = "internals"))]
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Invalid { problems } => problems,
@@ -1087,6 +1094,7 @@ impl Config {
         }
     }
 
+    #[cfg(feature = "internals")]
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }

@@ -59,14 +59,22 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+#[cfg(feature = "internals")]
 pub mod access;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod access;
 pub(crate) mod admin;
 pub(crate) mod classify;
 pub(crate) mod cluster;
 pub mod config;
 pub mod descriptor_set;
 pub mod grpc;
+#[cfg(feature = "internals")]
 pub mod metrics;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod metrics;
 pub mod pipeline;
 pub mod reflection;
 pub mod relay;
@@ -406,3 +414,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         readiness,
     })
 }
+
+/// One item that is `pub` with the `internals` feature, for the fuzz targets and benches that reach
+/// into the crate, and `pub(crate)` without it: `crate::internal! { pub fn parse(..) { .. } }`.
+/// (Its `pub` fields and methods are then crate-visible only, which the `allow` says.)
+macro_rules! internal {
+    ($(#[$attr:meta])* pub $($item:tt)*) => {
+        $(#[$attr])*
+        #[cfg(feature = "internals")]
+        pub $($item)*
+
+        $(#[$attr])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(unreachable_pub)]
+        pub(crate) $($item)*
+    };
+}
+pub(crate) use internal;

@@ -8,7 +8,11 @@ pub(crate) mod gather;
 pub(crate) mod pump;
 pub(crate) mod server;
 pub mod upstream;
+#[cfg(feature = "internals")]
 pub mod watch;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod watch;
 
 use std::sync::Arc;
 

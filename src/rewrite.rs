@@ -12,7 +12,12 @@
 //!   `grpc-message`.
 
 pub mod plan;
+#[cfg(feature = "internals")]
 pub mod query;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod query;
+#[cfg(feature = "internals")]
 pub mod reference;
 pub mod status_details;
 pub mod walker;

@@ -274,11 +274,13 @@ impl ScopePlan {
     }
 
     /// The id of a message type in the references table (requests).
+    #[cfg(feature = "internals")]
     pub fn request_type(&self, full_name: &str) -> Option<u32> {
         self.references.by_name.get(full_name).copied()
     }
 
     /// The id of a message type in the elements table (responses).
+    #[cfg(feature = "internals")]
     pub fn response_type(&self, full_name: &str) -> Option<u32> {
         self.elements.by_name.get(full_name).copied()
     }

@@ -26,9 +26,14 @@ use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 pub(crate) use crate::classify::TextKind;
 use crate::classify::{child_message, classify_string, map_field_of};
 
+crate::internal! {
 pub const DATA_BLOB: &str = "temporal.api.common.v1.DataBlob";
+}
+crate::internal! {
 pub const HISTORY: &str = "temporal.api.history.v1.History";
+}
 
+crate::internal! {
 /// DataBlob fields (by field name) that hold a serialized `History` (a batch of history events).
 pub const HISTORY_BLOB_FIELDS: &[&str] = &[
     "events",
@@ -40,6 +45,7 @@ pub const HISTORY_BLOB_FIELDS: &[&str] = &[
     "raw_history",
     "history_batch",
 ];
+}
 
 /// Element types of repeated fields that are dropped from responses when the namespace they
 /// describe is hidden from the listener's clients (`ListNamespaces` entries).
@@ -171,8 +177,11 @@ impl Targets {
     }
 }
 
+crate::internal! {
 pub type MsgId = u32;
+}
 
+crate::internal! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Text(TextKind),
@@ -186,7 +195,9 @@ pub enum Action {
     /// A `DataBlob` whose proto3 data is a `History` (the id is History's plan).
     HistoryBlob(MsgId),
 }
+}
 
+crate::internal! {
 /// The targeted fields of one message type, by field number.
 #[derive(Debug, Clone, Default)]
 pub struct MessagePlan {
@@ -194,8 +205,10 @@ pub struct MessagePlan {
     by_number: Vec<Option<Action>>,
     sparse: Vec<(u32, Action)>,
 }
+}
 
 impl MessagePlan {
+    crate::internal! {
     #[inline]
     pub fn action(&self, number: u32) -> Option<Action> {
         match self.by_number.get(number as usize) {
@@ -206,6 +219,7 @@ impl MessagePlan {
                 .ok()
                 .map(|i| self.sparse[i].1),
         }
+    }
     }
 
     fn set(&mut self, number: u32, action: Action) {
@@ -239,8 +253,10 @@ pub struct Plan {
 }
 
 impl Plan {
+    crate::internal! {
     pub fn message(&self, id: MsgId) -> &MessagePlan {
         &self.messages[id as usize]
+    }
     }
 
     pub fn message_id(&self, full_name: &str) -> Option<MsgId> {

@@ -80,6 +80,7 @@ pub enum Lookup<'m> {
 ///
 /// `names` is asked about each bare or backquoted identifier (qualified names joined with `.`),
 /// never about literals, comments or reserved keywords; a name it maps to itself is left alone.
+#[cfg(any(test, feature = "internals"))]
 pub fn translate_query<'m>(
     query: &str,
     names: &dyn Fn(&str) -> Option<&'m str>,

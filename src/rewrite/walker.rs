@@ -106,6 +106,7 @@ pub fn edit_message(
     Ok(wire::apply_bytes(body, splices))
 }
 
+crate::internal! {
 /// Edits `body`, a message of type `message` held in pieces, without copying them together: the
 /// result shares every large untouched run with `body`, and is `body` itself when nothing changes.
 pub fn edit_chunks(
@@ -117,6 +118,7 @@ pub fn edit_chunks(
 ) -> Result<Chunks, EditError> {
     let splices = walk(plan, message, body, editor, stats)?;
     Ok(body.spliced(splices))
+}
 }
 
 /// The splices that edit `buf`, a message of type `message`.
