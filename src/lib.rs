@@ -58,6 +58,9 @@
 
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
+// Most items are crate-private; their docs are read with `--document-private-items`, where these
+// links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 #[cfg(feature = "internals")]
 pub mod access;
