@@ -420,7 +420,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
 /// One item that is `pub` with the `internals` feature, for the fuzz targets and benches that reach
 /// into the crate, and `pub(crate)` without it: `crate::internal! { pub fn parse(..) { .. } }`.
-/// (Its `pub` fields and methods are then crate-visible only, which the `allow` says.)
+/// Without the feature the item's `pub` fields and methods are crate-visible only, hence the `allow`.
 macro_rules! internal {
     ($(#[$attr:meta])* pub $($item:tt)*) => {
         $(#[$attr])*
