@@ -4,8 +4,8 @@
 //! Which namespaces may be named, and how replication of the others is kept from crossing, is in
 //! [`namespaces`].
 
-pub mod namespaces;
-pub mod resolver;
+pub(crate) mod namespaces;
+pub(crate) mod resolver;
 pub mod scope;
 
 use crate::grpc::method::split_path;
@@ -20,7 +20,7 @@ struct MethodPattern {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a method pattern: use Service.Method, Service.* or *")]
-pub struct PatternError(pub String);
+pub(crate) struct PatternError(pub(crate) String);
 
 /// The methods a cluster connection lets through.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +30,7 @@ pub struct MethodPolicy {
 }
 
 impl MethodPolicy {
-    pub fn new(patterns: &[String]) -> Result<Self, PatternError> {
+    pub(crate) fn new(patterns: &[String]) -> Result<Self, PatternError> {
         let mut policy = MethodPolicy::default();
         for pattern in patterns {
             if pattern == "*" {
@@ -54,7 +54,7 @@ impl MethodPolicy {
     }
 
     /// Whether `path` (`/package.Service/Method`) may be called.
-    pub fn allows(&self, path: &str) -> bool {
+    pub(crate) fn allows(&self, path: &str) -> bool {
         if self.any {
             return true;
         }

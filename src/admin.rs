@@ -25,13 +25,13 @@ use crate::cluster::{LinkStatus, RemoteStatus};
 use crate::relay::upstream::UpstreamPool;
 
 /// What /readyz reports on.
-pub struct Readiness {
-    pub listeners_bound: AtomicBool,
-    pub draining: AtomicBool,
+pub(crate) struct Readiness {
+    pub(crate) listeners_bound: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// The `[[upstream]]` pools, in configuration order.
     pub(crate) upstreams: Vec<GatedUpstream>,
     /// The cluster connections, in configuration order.
-    pub links: Vec<LinkStatus>,
+    pub(crate) links: Vec<LinkStatus>,
 }
 
 /// An `[[upstream]]` pool and its `gate_readiness`.
@@ -42,14 +42,14 @@ pub(crate) struct GatedUpstream {
 
 /// How one check stands: `Warn` is a check that is down but does not decide readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckState {
+pub(crate) enum CheckState {
     Ok,
     Warn,
     Fail,
 }
 
 impl CheckState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CheckState::Ok => "ok",
             CheckState::Warn => "warn",
@@ -60,17 +60,17 @@ impl CheckState {
 
 /// One line of /readyz: `ok|warn|fail <check>: <detail>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub state: CheckState,
+pub(crate) struct Check {
+    pub(crate) state: CheckState,
     /// Whether this check decides readiness (a failing one makes /readyz 503).
-    pub gates: bool,
-    pub name: String,
-    pub detail: String,
+    pub(crate) gates: bool,
+    pub(crate) name: String,
+    pub(crate) detail: String,
 }
 
 impl Check {
     /// A check that passes when `up`; when down it is `fail` if it `gates`, else `warn`.
-    pub fn new(name: String, up: bool, gates: bool, detail: String) -> Check {
+    pub(crate) fn new(name: String, up: bool, gates: bool, detail: String) -> Check {
         let state = match (up, gates) {
             (true, _) => CheckState::Ok,
             (false, true) => CheckState::Fail,
@@ -110,7 +110,7 @@ fn verdict(checks: &[Check]) -> bool {
 impl Readiness {
     /// Every check, in a stable order: listeners, each upstream, then each cluster connection's
     /// sessions (mux modes), local side and remote side.
-    pub fn checks(&self) -> Vec<Check> {
+    pub(crate) fn checks(&self) -> Vec<Check> {
         let mut checks = vec![listeners_check(
             self.listeners_bound.load(Ordering::Acquire),
             self.draining.load(Ordering::Acquire),
@@ -176,17 +176,17 @@ impl Readiness {
     }
 
     /// True when no check fails: what /readyz answers 200 to.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         verdict(&self.checks())
     }
 
     /// True when every check passes, gating or not: every upstream and link is up.
-    pub fn all_ok(&self) -> bool {
+    pub(crate) fn all_ok(&self) -> bool {
         self.checks().iter().all(|c| c.state == CheckState::Ok)
     }
 
     /// The /readyz body: `ready` or `not ready`, then one line per check.
-    pub fn report(&self) -> (bool, String) {
+    pub(crate) fn report(&self) -> (bool, String) {
         let checks = self.checks();
         let ready = verdict(&checks);
         (ready, render(ready, &checks))
@@ -227,7 +227,7 @@ fn pool_check(name: String, pool: &UpstreamPool, via: &str, gates: bool) -> Chec
 }
 
 /// Serves the admin endpoints until `stop` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     readiness: Arc<Readiness>,
     metrics: Option<PrometheusHandle>,

@@ -63,20 +63,20 @@ pub enum LinkError {
 const INBOUND_BACKLOG: usize = 256;
 
 /// What a started cluster connection exposes to the rest of the proxy.
-pub struct StartedLink {
-    pub addresses: Vec<(String, SocketAddr)>,
-    pub status: LinkStatus,
+pub(crate) struct StartedLink {
+    pub(crate) addresses: Vec<(String, SocketAddr)>,
+    pub(crate) status: LinkStatus,
 }
 
 /// The live state of one cluster connection, for /readyz.
-pub struct LinkStatus {
-    pub name: String,
-    pub remote: RemoteStatus,
+pub(crate) struct LinkStatus {
+    pub(crate) name: String,
+    pub(crate) remote: RemoteStatus,
     /// Connections to the local frontend (calls from the remote side go there).
-    pub local: Arc<UpstreamPool>,
+    pub(crate) local: Arc<UpstreamPool>,
     /// Connections to the remote side (calls from the local cluster go there): over TCP, or
     /// streams of the mux link.
-    pub remote_pool: Arc<UpstreamPool>,
+    pub(crate) remote_pool: Arc<UpstreamPool>,
     /// `local.gate_readiness`: a local side that is down makes /readyz 503.
     pub(crate) gate_local: bool,
     /// `remote.gate_readiness`: remote sessions or connections that are down make /readyz 503.
@@ -84,7 +84,7 @@ pub struct LinkStatus {
 }
 
 /// How the remote side is reached, with the mux sessions where there are any.
-pub enum RemoteStatus {
+pub(crate) enum RemoteStatus {
     Tcp,
     MuxClient {
         address: String,
@@ -98,18 +98,18 @@ pub enum RemoteStatus {
 }
 
 /// Shared pieces the links are built with.
-pub struct LinkContext<'a> {
-    pub lifecycle: &'a Lifecycle,
-    pub connections: &'a TaskTracker,
-    pub background: &'a TaskTracker,
-    pub stop_background: &'a CancellationToken,
-    pub labeler: &'a Arc<MethodLabeler>,
-    pub descriptors: Option<&'a prost_reflect::DescriptorPool>,
-    pub plans: &'a mut PlanCache,
+pub(crate) struct LinkContext<'a> {
+    pub(crate) lifecycle: &'a Lifecycle,
+    pub(crate) connections: &'a TaskTracker,
+    pub(crate) background: &'a TaskTracker,
+    pub(crate) stop_background: &'a CancellationToken,
+    pub(crate) labeler: &'a Arc<MethodLabeler>,
+    pub(crate) descriptors: Option<&'a prost_reflect::DescriptorPool>,
+    pub(crate) plans: &'a mut PlanCache,
     /// The namespace scope plan, compiled by the first link that needs one.
-    pub scope: &'a mut Option<Arc<ScopePlan>>,
+    pub(crate) scope: &'a mut Option<Arc<ScopePlan>>,
     /// The process-wide budget for messages held whole to be edited.
-    pub gather_budget: &'a Arc<crate::relay::gather::Budget>,
+    pub(crate) gather_budget: &'a Arc<crate::relay::gather::Budget>,
 }
 
 fn upstream_config(
@@ -126,7 +126,7 @@ fn upstream_config(
 }
 
 /// The same mapping seen from the other side: remote name = local name.
-pub fn inverse(translate: &TranslateConfig) -> TranslateConfig {
+pub(crate) fn inverse(translate: &TranslateConfig) -> TranslateConfig {
     let namespaces: BTreeMap<String, String> = translate
         .namespaces
         .iter()
@@ -166,7 +166,7 @@ fn rewriter(config: &TranslateConfig, link: &mut LinkContext<'_>) -> Option<Arc<
 }
 
 /// Binds and starts one cluster connection.
-pub async fn start_link(
+pub(crate) async fn start_link(
     config: &ClusterConnectionConfig,
     link: &mut LinkContext<'_>,
 ) -> Result<StartedLink, LinkError> {

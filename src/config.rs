@@ -31,7 +31,7 @@ pub struct Config {
     #[serde(default)]
     pub descriptors: DescriptorsConfig,
     #[serde(default)]
-    pub limits: ProcessLimits,
+    pub(crate) limits: ProcessLimits,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default, rename = "listener")]
@@ -50,12 +50,12 @@ pub struct ClusterConnectionConfig {
     pub remote: RemoteSideConfig,
     /// Local name = remote name, for calls in both directions.
     #[serde(default)]
-    pub translate: TranslateConfig,
+    pub(crate) translate: TranslateConfig,
     /// Which calls may cross this connection.
     #[serde(default)]
     pub acl: Option<AclConfig>,
     #[serde(default)]
-    pub limits: ListenerLimits,
+    pub(crate) limits: ListenerLimits,
 }
 
 /// Access control for a cluster connection. Applies to calls arriving from the remote side, and with
@@ -98,7 +98,7 @@ pub struct LocalSideConfig {
     pub advertised_address: Option<String>,
     /// TLS towards the local frontend.
     #[serde(default)]
-    pub tls: Option<ClientTlsConfig>,
+    pub(crate) tls: Option<ClientTlsConfig>,
     /// /readyz answers 503 while no connection to the local frontend is up (default: it only
     /// reports it, as `warn`).
     #[serde(default)]
@@ -242,10 +242,10 @@ pub struct DescriptorsConfig {
 /// Bounds on the whole process, over every listener and cluster connection.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ProcessLimits {
+pub(crate) struct ProcessLimits {
     /// Bytes that messages held whole to be edited may take at once, over all connections; a
     /// message that would exceed it fails its call with RESOURCE_EXHAUSTED.
-    pub gather_bytes: u64,
+    pub(crate) gather_bytes: u64,
 }
 
 impl Default for ProcessLimits {
@@ -279,13 +279,13 @@ impl Default for ShutdownConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     pub cert: PathBuf,
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// With `client_ca`: the client certificate must also name one of these (DNS names or IP
     /// addresses in its subjectAltName). Empty = any certificate the CA signed.
     #[serde(default)]
-    pub allowed_sans: Vec<String>,
+    pub(crate) allowed_sans: Vec<String>,
 }
 
 /// TLS towards an upstream. Without `ca` the system's trust store is used.
@@ -293,14 +293,14 @@ pub struct ServerTlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClientTlsConfig {
     #[serde(default)]
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     #[serde(default)]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     #[serde(default)]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// SNI and certificate name to expect; defaults to the host part of `address`.
     #[serde(default)]
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 impl From<&ServerTlsConfig> for ServerTls {
@@ -433,7 +433,7 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
     #[serde(default)]
-    pub limits: ListenerLimits,
+    pub(crate) limits: ListenerLimits,
     /// Names translated between this listener's clients and its upstream.
     #[serde(default)]
     pub translate: TranslateConfig,
@@ -460,7 +460,7 @@ pub struct TranslateConfig {
 }
 
 impl TranslateConfig {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.namespaces.is_empty()
             && self.search_attributes.values().all(BTreeMap::is_empty)
             && !self.repair_utf8
@@ -470,46 +470,46 @@ impl TranslateConfig {
 /// Bounds applied to every connection and call of a listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ListenerLimits {
+pub(crate) struct ListenerLimits {
     /// Open client connections; further ones are accepted and closed at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Concurrent calls per client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
-    pub max_concurrent_streams: u32,
+    pub(crate) max_concurrent_streams: u32,
     /// Largest gRPC message, each way; larger ones fail the call with RESOURCE_EXHAUSTED.
-    pub max_message_bytes: u32,
+    pub(crate) max_message_bytes: u32,
     /// Largest request message on a method whose requests are edited (they are held whole, not
     /// streamed); never more than `max_message_bytes`. Responses keep `max_message_bytes`.
-    pub max_edited_request_bytes: u32,
+    pub(crate) max_edited_request_bytes: u32,
     /// Bytes that messages held whole to be edited (both ways) may take at once on one client
     /// connection; a message that would exceed it fails its call with RESOURCE_EXHAUSTED.
-    pub connection_gather_bytes: u64,
+    pub(crate) connection_gather_bytes: u64,
     /// Largest header list (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
-    pub max_header_list_bytes: u32,
+    pub(crate) max_header_list_bytes: u32,
     /// HTTP/2 flow-control window per stream: bytes in flight before the sender must wait.
-    pub stream_window_bytes: u32,
+    pub(crate) stream_window_bytes: u32,
     /// HTTP/2 flow-control window per connection.
-    pub connection_window_bytes: u32,
+    pub(crate) connection_window_bytes: u32,
     /// TLS handshake and HTTP/2 preface must complete within this.
     #[serde(with = "humantime_serde")]
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// A connection with no call open for this long is closed with GOAWAY.
     #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// HTTP/2 PING sent to clients this often; a missing pong after `keepalive_timeout` closes the
     /// connection, so calls on a dead peer (e.g. a long poll from a vanished worker) do not linger.
     #[serde(with = "humantime_serde")]
-    pub keepalive_interval: Duration,
+    pub(crate) keepalive_interval: Duration,
     #[serde(with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
     /// Upper bound on any call's duration. Unset (the default) = only the call's own `grpc-timeout`;
     /// when set, a call's own longer timeout still wins, so Temporal long polls are never cut short.
     #[serde(with = "humantime_serde")]
-    pub max_call_duration: Option<Duration>,
+    pub(crate) max_call_duration: Option<Duration>,
     /// A call that could not send a byte for this long, because the receiving side granted no
     /// HTTP/2 flow-control window (a client that stopped reading), is failed and its upstream call
     /// cancelled. Quiet calls are not affected: long polls and idle streams have nothing to send.
     #[serde(with = "humantime_serde")]
-    pub send_stall_timeout: Duration,
+    pub(crate) send_stall_timeout: Duration,
 }
 
 impl Default for ListenerLimits {
@@ -558,8 +558,14 @@ fn check_gather_limits(
 /// One problem found in a configuration, with the key it concerns (`listener[0].upstream`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    #[cfg(feature = "internals")]
     pub key: String,
+    #[cfg(not(feature = "internals"))]
+    pub(crate) key: String,
+    #[cfg(feature = "internals")]
     pub message: String,
+    #[cfg(not(feature = "internals"))]
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -581,6 +587,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    #[cfg(any(test, feature = "internals"))]
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Invalid { problems } => problems,
@@ -601,7 +608,7 @@ fn format_problems(problems: &[Problem]) -> String {
 impl Config {
     /// Every certificate file Strait presents (listeners, mux servers, and client certificates
     /// towards upstreams and remote sides), with the key that names it.
-    pub fn presented_certificates(&self) -> Vec<(String, &Path)> {
+    pub(crate) fn presented_certificates(&self) -> Vec<(String, &Path)> {
         let mut files: Vec<(String, &Path)> = Vec::new();
         for (i, listener) in self.listeners.iter().enumerate() {
             if let Some(tls) = &listener.tls {
@@ -702,7 +709,7 @@ impl Config {
     }
 
     /// Checks everything serde cannot: addresses, names, references, limits and TLS material.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let mut report = |key: String, message: String| problems.push(Problem { key, message });
         let mut bound: Vec<(SocketAddr, String)> = Vec::new();
@@ -1087,6 +1094,7 @@ impl Config {
         }
     }
 
+    #[cfg(feature = "internals")]
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }

@@ -96,7 +96,7 @@ impl Descriptors {
     }
 
     /// A set from a file, with the version from its `.version` file if there is one.
-    pub fn load(path: &Path) -> Result<Self, DescriptorError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, DescriptorError> {
         let bytes = std::fs::read(path).map_err(|source| DescriptorError::Read {
             path: path.to_owned(),
             source,
@@ -144,7 +144,7 @@ impl Descriptors {
         &self.pool
     }
 
-    pub fn into_pool(self) -> DescriptorPool {
+    pub(crate) fn into_pool(self) -> DescriptorPool {
         self.pool
     }
 
@@ -158,7 +158,7 @@ impl Descriptors {
     }
 
     /// Every service's full name and method names.
-    pub fn method_names(&self) -> MethodNames {
+    pub(crate) fn method_names(&self) -> MethodNames {
         self.pool
             .services()
             .map(|s| {
@@ -196,7 +196,7 @@ impl Descriptors {
 }
 
 /// (full service name, method names) of every service of a set.
-pub type MethodNames = Vec<(String, Vec<String>)>;
+pub(crate) type MethodNames = Vec<(String, Vec<String>)>;
 
 /// Just enough of `google.protobuf.FileDescriptorSet` to list services and methods: prost skips
 /// every other field by its length, so nothing else is decoded or kept.
@@ -204,31 +204,34 @@ mod names_only {
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct FileDescriptorSet {
         #[prost(message, repeated, tag = "1")]
-        pub file: Vec<FileDescriptorProto>,
+        pub(crate) file: Vec<FileDescriptorProto>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct FileDescriptorProto {
         #[prost(string, optional, tag = "2")]
-        pub package: Option<String>,
+        pub(crate) package: Option<String>,
         #[prost(message, repeated, tag = "6")]
-        pub service: Vec<ServiceDescriptorProto>,
+        pub(crate) service: Vec<ServiceDescriptorProto>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct ServiceDescriptorProto {
         #[prost(string, optional, tag = "1")]
-        pub name: Option<String>,
+        pub(crate) name: Option<String>,
         #[prost(message, repeated, tag = "2")]
-        pub method: Vec<MethodDescriptorProto>,
+        pub(crate) method: Vec<MethodDescriptorProto>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct MethodDescriptorProto {
         #[prost(string, optional, tag = "1")]
-        pub name: Option<String>,
+        pub(crate) name: Option<String>,
     }
 }
 
 /// The service and method names of a serialized set, without building a [`DescriptorPool`].
-pub fn method_names_of(bytes: &[u8], origin: &Origin) -> Result<MethodNames, DescriptorError> {
+pub(crate) fn method_names_of(
+    bytes: &[u8],
+    origin: &Origin,
+) -> Result<MethodNames, DescriptorError> {
     let set =
         <names_only::FileDescriptorSet as prost::Message>::decode(bytes).map_err(|source| {
             DescriptorError::DecodeNames {
@@ -254,7 +257,7 @@ pub fn method_names_of(bytes: &[u8], origin: &Origin) -> Result<MethodNames, Des
 }
 
 /// The service and method names of the embedded set, or of the file's when `path` is given.
-pub fn method_names(path: Option<&Path>) -> Result<MethodNames, DescriptorError> {
+pub(crate) fn method_names(path: Option<&Path>) -> Result<MethodNames, DescriptorError> {
     match path {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|source| DescriptorError::Read {
@@ -278,7 +281,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<DescriptorPool, DescriptorError> {
 }
 
 /// Where the version of the set at `set` is kept: same stem, extension `.version`.
-pub fn version_path(set: &Path) -> PathBuf {
+pub(crate) fn version_path(set: &Path) -> PathBuf {
     set.with_extension("version")
 }
 
@@ -334,27 +337,27 @@ fn read_version(path: &Path) -> Result<Option<String>, DescriptorError> {
 
 /// One service of a set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceSummary {
-    pub name: String,
-    pub methods: usize,
+pub(crate) struct ServiceSummary {
+    pub(crate) name: String,
+    pub(crate) methods: usize,
 }
 
 /// What a descriptor set holds, for `strait descriptors show` and `strait check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    pub origin: Origin,
+    pub(crate) origin: Origin,
     /// The Temporal server version, if known.
-    pub version: Option<String>,
-    pub files: usize,
+    pub(crate) version: Option<String>,
+    pub(crate) files: usize,
     /// Size of the serialized set.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
     /// Every service the set defines, by name.
-    pub services: Vec<ServiceSummary>,
+    pub(crate) services: Vec<ServiceSummary>,
     /// Methods of all services.
-    pub methods: usize,
+    pub(crate) methods: usize,
     /// Message types, nested ones included (map entries not).
-    pub messages: usize,
-    pub enums: usize,
+    pub(crate) messages: usize,
+    pub(crate) enums: usize,
 }
 
 impl fmt::Display for Summary {

@@ -4,7 +4,11 @@
 
 pub(crate) mod client;
 pub mod compression;
+#[cfg(feature = "internals")]
 pub mod frame;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod frame;
 pub mod method;
-pub mod status;
-pub mod timeout;
+pub(crate) mod status;
+pub(crate) mod timeout;

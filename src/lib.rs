@@ -57,15 +57,27 @@
 //! (`tests/support`); the fuzz targets are a workspace of their own (`fuzz/`).
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+// Most items are crate-private; their docs are read with `--document-private-items`, where these
+// links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
+#[cfg(feature = "internals")]
 pub mod access;
-pub mod admin;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod access;
+pub(crate) mod admin;
 pub(crate) mod classify;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod descriptor_set;
 pub mod grpc;
+#[cfg(feature = "internals")]
 pub mod metrics;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod metrics;
 pub mod pipeline;
 pub mod reflection;
 pub mod relay;
@@ -405,3 +417,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         readiness,
     })
 }
+
+/// One item that is `pub` with the `internals` feature, for the fuzz targets and benches that reach
+/// into the crate, and `pub(crate)` without it: `crate::internal! { pub fn parse(..) { .. } }`.
+/// Without the feature the item's `pub` fields and methods are crate-visible only, hence the `allow`.
+macro_rules! internal {
+    ($(#[$attr:meta])* pub $($item:tt)*) => {
+        $(#[$attr])*
+        #[cfg(feature = "internals")]
+        pub $($item)*
+
+        $(#[$attr])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(unreachable_pub)]
+        pub(crate) $($item)*
+    };
+}
+pub(crate) use internal;

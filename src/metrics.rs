@@ -12,52 +12,52 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Calls finished, by listener, service, method and gRPC code.
-pub const CALLS_TOTAL: &str = "strait_calls_total";
+pub(crate) const CALLS_TOTAL: &str = "strait_calls_total";
 /// Calls being relayed now, by listener.
-pub const CALLS_IN_FLIGHT: &str = "strait_calls_in_flight";
+pub(crate) const CALLS_IN_FLIGHT: &str = "strait_calls_in_flight";
 /// Call duration from request headers to end of response, by listener, service, method.
-pub const CALL_DURATION_SECONDS: &str = "strait_call_duration_seconds";
+pub(crate) const CALL_DURATION_SECONDS: &str = "strait_call_duration_seconds";
 /// gRPC message bytes relayed (prefixes included), by listener and direction (request|response).
-pub const MESSAGE_BYTES_TOTAL: &str = "strait_message_bytes_total";
+pub(crate) const MESSAGE_BYTES_TOTAL: &str = "strait_message_bytes_total";
 /// gRPC messages relayed, by listener and direction.
-pub const MESSAGES_TOTAL: &str = "strait_messages_total";
+pub(crate) const MESSAGES_TOTAL: &str = "strait_messages_total";
 /// Client connections accepted, by listener.
-pub const CONNECTIONS_TOTAL: &str = "strait_connections_total";
+pub(crate) const CONNECTIONS_TOTAL: &str = "strait_connections_total";
 /// Client connections open now, by listener.
-pub const CONNECTIONS_OPEN: &str = "strait_connections_open";
+pub(crate) const CONNECTIONS_OPEN: &str = "strait_connections_open";
 /// Client connections refused, by listener and reason (limit|handshake|http2).
-pub const CONNECTIONS_REFUSED_TOTAL: &str = "strait_connections_refused_total";
+pub(crate) const CONNECTIONS_REFUSED_TOTAL: &str = "strait_connections_refused_total";
 /// Client connections closed, by listener and reason (see `CloseReason`).
-pub const CONNECTIONS_CLOSED_TOTAL: &str = "strait_connections_closed_total";
+pub(crate) const CONNECTIONS_CLOSED_TOTAL: &str = "strait_connections_closed_total";
 /// Client misbehaviour the HTTP/2 layer answered with GOAWAY, RST_STREAM or a 431, by listener and
 /// kind (see `Violation`).
-pub const PROTOCOL_VIOLATIONS_TOTAL: &str = "strait_protocol_violations_total";
+pub(crate) const PROTOCOL_VIOLATIONS_TOTAL: &str = "strait_protocol_violations_total";
 /// Calls failed by the proxy itself, by listener and reason (see `RelayErrorKind`).
-pub const RELAY_ERRORS_TOTAL: &str = "strait_relay_errors_total";
+pub(crate) const RELAY_ERRORS_TOTAL: &str = "strait_relay_errors_total";
 /// Fields edited by the rewriter, by listener and kind (namespace|search_attribute|query|utf8_repair).
-pub const REWRITE_FIELDS_TOTAL: &str = "strait_rewrite_fields_total";
+pub(crate) const REWRITE_FIELDS_TOTAL: &str = "strait_rewrite_fields_total";
 /// Access-control denials on cluster connections, by listener and kind (method|namespace for
 /// refused calls, replication_task|namespace_entry for list elements dropped from responses).
-pub const ACL_DENIALS_TOTAL: &str = "strait_acl_denials_total";
+pub(crate) const ACL_DENIALS_TOTAL: &str = "strait_acl_denials_total";
 /// Mux sessions up now, by cluster connection.
-pub const MUX_SESSIONS: &str = "strait_mux_sessions";
+pub(crate) const MUX_SESSIONS: &str = "strait_mux_sessions";
 /// Mux sessions established, by cluster connection (reconnects show here).
-pub const MUX_SESSIONS_TOTAL: &str = "strait_mux_sessions_total";
+pub(crate) const MUX_SESSIONS_TOTAL: &str = "strait_mux_sessions_total";
 /// Upstream HTTP/2 connections up now, by upstream.
-pub const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
+pub(crate) const UPSTREAM_CONNECTIONS_OPEN: &str = "strait_upstream_connections_open";
 /// Failed upstream connection attempts, by upstream.
-pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "strait_upstream_connect_errors_total";
+pub(crate) const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "strait_upstream_connect_errors_total";
 /// Bytes charged now to messages held whole to be edited (their declared lengths), by listener.
-pub const GATHER_BYTES: &str = "strait_gather_bytes";
+pub(crate) const GATHER_BYTES: &str = "strait_gather_bytes";
 /// Messages not gathered because a budget was full, by listener and reason (connection|process).
-pub const GATHER_REFUSALS_TOTAL: &str = "strait_gather_refusals_total";
+pub(crate) const GATHER_REFUSALS_TOTAL: &str = "strait_gather_refusals_total";
 /// Tokio tasks alive in the proxy's runtime, read when /metrics is scraped (a leak shows here).
-pub const RUNTIME_ALIVE_TASKS: &str = "strait_runtime_alive_tasks";
+pub(crate) const RUNTIME_ALIVE_TASKS: &str = "strait_runtime_alive_tasks";
 /// 1 when /readyz answers 200, else 0; read when /metrics is scraped.
-pub const READY: &str = "strait_ready";
+pub(crate) const READY: &str = "strait_ready";
 /// One per /readyz check, by check (its name in /readyz) and gates (whether it can make /readyz
 /// 503): 1 when it passes, 0 when not (`warn` or `fail` in /readyz); read when /metrics is scraped.
-pub const READY_CHECK: &str = "strait_ready_check";
+pub(crate) const READY_CHECK: &str = "strait_ready_check";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -68,7 +68,7 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the global Prometheus recorder once per process and returns its handle (shared by every
 /// proxy started in this process, e.g. in tests). `None` if another recorder was installed first.
-pub fn install() -> Option<PrometheusHandle> {
+pub(crate) fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
@@ -88,7 +88,7 @@ pub fn install() -> Option<PrometheusHandle> {
 
 /// Histogram samples wait in the recorder until rendered; drain them periodically so memory stays
 /// bounded even when nobody scrapes /metrics.
-pub async fn upkeep(handle: PrometheusHandle) {
+pub(crate) async fn upkeep(handle: PrometheusHandle) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
@@ -161,7 +161,7 @@ pub(crate) fn readiness(ready: bool, checks: &[(&str, bool, bool)]) {
 
 /// Sets the gauges that are read from the runtime rather than counted as things happen; called
 /// just before /metrics is rendered.
-pub fn refresh_runtime() {
+pub(crate) fn refresh_runtime() {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         gauge!(RUNTIME_ALIVE_TASKS).set(runtime.metrics().num_alive_tasks() as f64);
     }
@@ -169,7 +169,7 @@ pub fn refresh_runtime() {
 
 /// Why the proxy itself failed a call: the `reason` label of `strait_relay_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayErrorKind {
+pub(crate) enum RelayErrorKind {
     UpstreamUnavailable,
     UpstreamFailed,
     MessageTooLarge,
@@ -196,7 +196,7 @@ impl RelayErrorKind {
         RelayErrorKind::GatherBudget,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RelayErrorKind::UpstreamUnavailable => "upstream_unavailable",
             RelayErrorKind::UpstreamFailed => "upstream_failed",
@@ -214,7 +214,7 @@ impl RelayErrorKind {
 
 /// What was denied: the `kind` label of `strait_acl_denials_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenialLabel {
+pub(crate) enum DenialLabel {
     /// A call refused by method.
     Method,
     /// A call refused because of a namespace it names.
@@ -226,7 +226,7 @@ pub enum DenialLabel {
 }
 
 impl DenialLabel {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DenialLabel::Method => "method",
             DenialLabel::Namespace => "namespace",
@@ -237,7 +237,7 @@ impl DenialLabel {
 }
 
 /// Counts one access-control denial (rare: the registry lookup is not worth caching).
-pub fn acl_denied(listener: &str, kind: impl Into<DenialLabel>) {
+pub(crate) fn acl_denied(listener: &str, kind: impl Into<DenialLabel>) {
     let kind = kind.into().as_str();
     counter!(ACL_DENIALS_TOTAL, "listener" => listener.to_owned(), "kind" => kind).increment(1);
 }
@@ -245,19 +245,19 @@ pub fn acl_denied(listener: &str, kind: impl Into<DenialLabel>) {
 /// Counts of the fields a call's edits changed, by kind (the `kind` label of
 /// `strait_rewrite_fields_total`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RewriteCounts {
-    pub namespaces: u64,
-    pub search_attributes: u64,
-    pub queries: u64,
-    pub utf8_repairs: u64,
+pub(crate) struct RewriteCounts {
+    pub(crate) namespaces: u64,
+    pub(crate) search_attributes: u64,
+    pub(crate) queries: u64,
+    pub(crate) utf8_repairs: u64,
 }
 
 /// The `code` label of `strait_calls_total`: a gRPC status code's number and canonical name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CodeLabel {
+pub(crate) struct CodeLabel {
     /// 0 to 16 for the codes gRPC defines; a larger one is counted without a cached handle.
-    pub number: usize,
-    pub name: &'static str,
+    pub(crate) number: usize,
+    pub(crate) name: &'static str,
 }
 
 /// gRPC's status codes are 0 to 16.
@@ -266,14 +266,14 @@ const GRPC_CODES: usize = 17;
 /// The (service, method) metric labels of a call's path, from a fixed set (see
 /// `grpc::method::MethodLabeler`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MethodLabels {
-    pub service: Arc<str>,
-    pub method: Arc<str>,
+pub(crate) struct MethodLabels {
+    pub(crate) service: Arc<str>,
+    pub(crate) method: Arc<str>,
 }
 
 /// Refusal reasons for `strait_connections_refused_total`.
 #[derive(Debug, Clone, Copy)]
-pub enum RefusalKind {
+pub(crate) enum RefusalKind {
     Limit,
     Handshake,
     Http2,
@@ -291,7 +291,7 @@ impl RefusalKind {
 
 /// Why a client connection closed: the `reason` label of `strait_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// The client closed it, went away, or sent GOAWAY.
     Client,
     /// No call for `idle_timeout`: Strait sent GOAWAY.
@@ -352,7 +352,7 @@ impl Violation {
         Violation::ProtocolError,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Violation::RapidReset => "rapid_reset",
             Violation::HeaderFlood => "header_flood",
@@ -366,7 +366,7 @@ impl Violation {
 
 /// One listener's violation counters, shared with each of its connections' frame watchers.
 #[derive(Clone)]
-pub struct ViolationCounters([Counter; 6]);
+pub(crate) struct ViolationCounters([Counter; 6]);
 
 impl ViolationCounters {
     fn new(listener: &str) -> Self {
@@ -375,7 +375,7 @@ impl ViolationCounters {
         }))
     }
 
-    pub fn count(&self, violation: Violation) {
+    pub(crate) fn count(&self, violation: Violation) {
         if let Some(i) = Violation::ALL.iter().position(|v| *v == violation) {
             self.0[i].increment(1);
         }
@@ -384,27 +384,27 @@ impl ViolationCounters {
 
 /// One listener's handles for messages held whole to be edited.
 #[derive(Clone)]
-pub struct GatherMetrics {
-    pub held: Gauge,
-    pub refused_connection: Counter,
-    pub refused_process: Counter,
+pub(crate) struct GatherMetrics {
+    pub(crate) held: Gauge,
+    pub(crate) refused_connection: Counter,
+    pub(crate) refused_process: Counter,
 }
 
 /// (service, method) labels of a cached `MethodMetrics`.
 type MethodKey = (Arc<str>, Arc<str>);
 
 /// Handles for one listener, created once.
-pub struct ListenerMetrics {
+pub(crate) struct ListenerMetrics {
     name: Arc<str>,
-    pub in_flight: Gauge,
-    pub request_bytes: Counter,
-    pub response_bytes: Counter,
-    pub request_messages: Counter,
-    pub response_messages: Counter,
-    pub connections_total: Counter,
-    pub connections_open: Gauge,
-    pub violations: ViolationCounters,
-    pub gather: GatherMetrics,
+    pub(crate) in_flight: Gauge,
+    pub(crate) request_bytes: Counter,
+    pub(crate) response_bytes: Counter,
+    pub(crate) request_messages: Counter,
+    pub(crate) response_messages: Counter,
+    pub(crate) connections_total: Counter,
+    pub(crate) connections_open: Gauge,
+    pub(crate) violations: ViolationCounters,
+    pub(crate) gather: GatherMetrics,
     closed: [Counter; 5],
     errors: [Counter; 10],
     rewrites: [Counter; 4],
@@ -412,7 +412,7 @@ pub struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
-    pub fn new(listener: &str) -> Self {
+    pub(crate) fn new(listener: &str) -> Self {
         let name: Arc<str> = Arc::from(listener);
         let l = name.to_string();
         let direction = |d: &'static str| [("listener", l.clone()), ("direction", d.to_owned())];
@@ -441,20 +441,20 @@ impl ListenerMetrics {
         }
     }
 
-    pub fn relay_error(&self, kind: RelayErrorKind) {
+    pub(crate) fn relay_error(&self, kind: RelayErrorKind) {
         if let Some(i) = RelayErrorKind::ALL.iter().position(|k| *k == kind) {
             self.errors[i].increment(1);
         }
     }
 
-    pub fn closed(&self, reason: CloseReason) {
+    pub(crate) fn closed(&self, reason: CloseReason) {
         if let Some(i) = CloseReason::ALL.iter().position(|r| *r == reason) {
             self.closed[i].increment(1);
         }
     }
 
     /// Counts what a call's edits changed.
-    pub fn rewrote(&self, counts: impl Into<RewriteCounts>) {
+    pub(crate) fn rewrote(&self, counts: impl Into<RewriteCounts>) {
         let stats = counts.into();
         for (counter, n) in self.rewrites.iter().zip([
             stats.namespaces,
@@ -468,13 +468,13 @@ impl ListenerMetrics {
         }
     }
 
-    pub fn refused(&self, kind: RefusalKind) {
+    pub(crate) fn refused(&self, kind: RefusalKind) {
         counter!(CONNECTIONS_REFUSED_TOTAL, "listener" => self.name.to_string(), "reason" => kind.as_str())
             .increment(1);
     }
 
     /// Handles for one method on this listener (cached; the labeler's set of labels is fixed).
-    pub fn method(&self, labels: &MethodLabels) -> Arc<MethodMetrics> {
+    pub(crate) fn method(&self, labels: &MethodLabels) -> Arc<MethodMetrics> {
         let key = (Arc::clone(&labels.service), Arc::clone(&labels.method));
         let mut methods = match self.methods.lock() {
             Ok(guard) => guard,
@@ -491,9 +491,9 @@ impl ListenerMetrics {
 }
 
 /// Handles for one (listener, service, method); per-code counters created on first use.
-pub struct MethodMetrics {
+pub(crate) struct MethodMetrics {
     labels: [(&'static str, String); 3],
-    pub duration: Histogram,
+    pub(crate) duration: Histogram,
     codes: [OnceLock<Counter>; GRPC_CODES],
 }
 
@@ -511,7 +511,7 @@ impl MethodMetrics {
         }
     }
 
-    pub fn finished(&self, code: impl Into<CodeLabel>, elapsed: Duration) {
+    pub(crate) fn finished(&self, code: impl Into<CodeLabel>, elapsed: Duration) {
         self.duration.record(elapsed.as_secs_f64());
         let code = code.into();
         let register = || {
@@ -526,17 +526,17 @@ impl MethodMetrics {
 }
 
 /// (sessions up, sessions established) for one cluster connection's mux link.
-pub fn mux_sessions(link: &str) -> (Gauge, Counter) {
+pub(crate) fn mux_sessions(link: &str) -> (Gauge, Counter) {
     (
         gauge!(MUX_SESSIONS, "link" => link.to_owned()),
         counter!(MUX_SESSIONS_TOTAL, "link" => link.to_owned()),
     )
 }
 
-pub fn upstream_connections_open(upstream: &str) -> Gauge {
+pub(crate) fn upstream_connections_open(upstream: &str) -> Gauge {
     gauge!(UPSTREAM_CONNECTIONS_OPEN, "upstream" => upstream.to_owned())
 }
 
-pub fn upstream_connect_errors(upstream: &str) -> Counter {
+pub(crate) fn upstream_connect_errors(upstream: &str) -> Counter {
     counter!(UPSTREAM_CONNECT_ERRORS_TOTAL, "upstream" => upstream.to_owned())
 }

@@ -47,7 +47,7 @@ use crate::wire::Chunks;
 pub struct CallState {
     /// The call's client-side namespace: from the `temporal-namespace` header, else the first
     /// request message that names one.
-    pub namespace: OnceLock<String>,
+    pub(crate) namespace: OnceLock<String>,
 }
 
 /// Why a stage refused a message (or a call, from its headers). The message is then not forwarded.
@@ -72,13 +72,13 @@ pub enum FlowError {
 }
 
 /// A stage's answer for one message: at once, or after waiting (an ACL lookup of a namespace ID).
-pub enum Step<'a> {
+pub(crate) enum Step<'a> {
     Ready(Result<Chunks, StageError>),
     Wait(Pin<Box<dyn Future<Output = Result<Chunks, StageError>> + Send + 'a>>),
 }
 
 /// One concern acting on the calls of one method on one listener.
-pub trait Stage: Send + Sync {
+pub(crate) trait Stage: Send + Sync {
     /// The request headers, before the call goes upstream: edited, or the call refused.
     fn request_headers(
         &self,
@@ -111,7 +111,7 @@ pub trait Stage: Send + Sync {
 }
 
 /// A stage as configured on a listener, specialised per method when the method table is built.
-pub trait StageFactory: Send + Sync {
+pub(crate) trait StageFactory: Send + Sync {
     /// The stage for calls of `path`, a method the descriptor set defines; `None` for methods it
     /// defines not (it then sees their headers and statuses only). `None` when it has nothing to do
     /// for them.
@@ -154,7 +154,7 @@ pub struct MethodEntry {
     labels: MethodLabels,
     metrics: OnceLock<Arc<MethodMetrics>>,
     /// False when the listener's method policy refuses it.
-    pub allowed: bool,
+    pub(crate) allowed: bool,
     /// Every stage acting on the method's calls, in order (headers and statuses).
     stages: Box<[Arc<dyn Stage>]>,
     /// Those reading requests, and those reading responses: empty for the fast path.
@@ -183,12 +183,12 @@ impl MethodEntry {
 
     /// The method's metric handles, registered on its first call (so that `/metrics` lists only
     /// methods that were called).
-    pub fn metrics(&self, listener: &ListenerMetrics) -> Arc<MethodMetrics> {
+    pub(crate) fn metrics(&self, listener: &ListenerMetrics) -> Arc<MethodMetrics> {
         Arc::clone(self.metrics.get_or_init(|| listener.method(&self.labels)))
     }
 
     /// Runs the stages over the request headers; the first refusal ends the call.
-    pub fn request_headers(
+    pub(crate) fn request_headers(
         &self,
         call: &CallState,
         headers: &mut HeaderMap,
@@ -199,7 +199,7 @@ impl MethodEntry {
     }
 
     /// Lets the stages see a status going to the client (the last stage first, as for messages).
-    pub fn response_status(
+    pub(crate) fn response_status(
         &self,
         call: &CallState,
         headers: &mut HeaderMap,
@@ -211,7 +211,7 @@ impl MethodEntry {
     }
 
     /// Whether no stage reads the messages going `direction`: they are streamed, never gathered.
-    pub fn is_fast(&self, direction: Direction) -> bool {
+    pub(crate) fn is_fast(&self, direction: Direction) -> bool {
         self.stages_reading(direction).is_empty()
     }
 

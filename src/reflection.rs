@@ -47,12 +47,12 @@ pub const SYMBOLS: [&str; 5] = [
 ];
 
 /// Message types dumped with their files (not services, so not in the server's service list).
-pub const ERROR_TYPES: [&str; 2] = [
+pub(crate) const ERROR_TYPES: [&str; 2] = [
     "temporal.api.errordetails.v1.NamespaceNotFoundFailure",
     "google.rpc.Status",
 ];
 
-pub const REFLECTION_V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+pub(crate) const REFLECTION_V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 pub const REFLECTION_V1ALPHA: &str =
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
 /// Unary; its answer carries the server's version.

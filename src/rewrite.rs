@@ -12,7 +12,12 @@
 //!   `grpc-message`.
 
 pub mod plan;
+#[cfg(feature = "internals")]
 pub mod query;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub)] // public with `internals`, for the fuzz targets and benches
+pub(crate) mod query;
+#[cfg(feature = "internals")]
 pub mod reference;
 pub mod status_details;
 pub mod walker;
@@ -41,7 +46,7 @@ impl From<&EditStats> for RewriteCounts {
 
 /// A one-to-one name mapping, usable both ways.
 #[derive(Debug, Clone, Default)]
-pub struct BiMap {
+pub(crate) struct BiMap {
     to_upstream: HashMap<String, String>,
     to_client: HashMap<String, String>,
     /// Names each way that the mapping does not translate but the other way produces: upstream
@@ -52,7 +57,7 @@ pub struct BiMap {
 }
 
 impl BiMap {
-    pub fn new(pairs: &BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(pairs: &BTreeMap<String, String>) -> Self {
         let to_upstream: HashMap<String, String> =
             pairs.iter().map(|(c, u)| (c.clone(), u.clone())).collect();
         let to_client = pairs.iter().map(|(c, u)| (u.clone(), c.clone())).collect();
@@ -78,11 +83,11 @@ impl BiMap {
         self
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.to_upstream.is_empty()
     }
 
-    pub fn get(&self, direction: Direction) -> &HashMap<String, String> {
+    pub(crate) fn get(&self, direction: Direction) -> &HashMap<String, String> {
         match direction {
             Direction::ToUpstream => &self.to_upstream,
             Direction::ToClient => &self.to_client,
@@ -110,11 +115,11 @@ pub enum Direction {
 
 /// A listener's translation, with the plans for both directions.
 pub struct Rewriter {
-    pub namespaces: BiMap,
+    pub(crate) namespaces: BiMap,
     /// Search-attribute maps by client-side namespace, and by upstream-side namespace.
     search_attributes: HashMap<String, BiMap>,
     upstream_namespaces: HashMap<String, String>,
-    pub repair_utf8: bool,
+    pub(crate) repair_utf8: bool,
     request_plan: Arc<Plan>,
     response_plan: Arc<Plan>,
 }
@@ -126,7 +131,7 @@ pub struct PlanCache {
 }
 
 impl PlanCache {
-    pub fn get(&mut self, pool: &DescriptorPool, targets: Targets) -> Arc<Plan> {
+    pub(crate) fn get(&mut self, pool: &DescriptorPool, targets: Targets) -> Arc<Plan> {
         Arc::clone(
             self.plans
                 .entry(targets)
@@ -205,7 +210,7 @@ impl Rewriter {
         (request, response)
     }
 
-    pub fn translate_namespace(&self, name: &str, direction: Direction) -> Option<&str> {
+    pub(crate) fn translate_namespace(&self, name: &str, direction: Direction) -> Option<&str> {
         self.namespaces.get(direction).get(name).map(String::as_str)
     }
 
@@ -218,7 +223,7 @@ impl Rewriter {
     }
 
     /// The search-attribute map of a call, given its client-side namespace.
-    pub fn attributes_for(&self, client_namespace: &str) -> Option<&BiMap> {
+    pub(crate) fn attributes_for(&self, client_namespace: &str) -> Option<&BiMap> {
         self.search_attributes
             .get(client_namespace)
             .filter(|m| !m.is_empty())
@@ -364,15 +369,15 @@ const ADD_REMOTE_CLUSTER: (&str, &str) = (
 /// dial to reach the caller, the proxy's advertised address (s2s-proxy's `replicationEndpoint`).
 #[derive(Debug, Clone)]
 pub struct FieldOverride {
-    pub path: &'static str,
-    pub field: u32,
-    pub value: String,
+    pub(crate) path: &'static str,
+    pub(crate) field: u32,
+    pub(crate) value: String,
 }
 
 impl FieldOverride {
     /// `AddOrUpdateRemoteClusterRequest.frontend_address` set to `address`; `None` when the
     /// descriptor set lacks the field.
-    pub fn frontend_address(pool: &DescriptorPool, address: &str) -> Option<FieldOverride> {
+    pub(crate) fn frontend_address(pool: &DescriptorPool, address: &str) -> Option<FieldOverride> {
         let (path, request) = ADD_REMOTE_CLUSTER;
         let field = pool
             .get_message_by_name(request)?
@@ -384,7 +389,7 @@ impl FieldOverride {
         })
     }
 
-    pub fn apply(&self, body: &Chunks) -> Result<Chunks, EditError> {
+    pub(crate) fn apply(&self, body: &Chunks) -> Result<Chunks, EditError> {
         wire::replace_top_level(body, self.field, self.value.as_bytes()).map_err(|source| {
             EditError::Wire {
                 message: ADD_REMOTE_CLUSTER.1.to_owned(),

@@ -4,12 +4,12 @@
 //! `tls::ClientTls`, `connect::ConnectSettings`): `config` converts into them, and nothing here
 //! reads the config.
 
-pub mod backoff;
-pub mod coalesce;
-pub mod connect;
-pub mod listen;
+pub(crate) mod backoff;
+pub(crate) mod coalesce;
+pub(crate) mod connect;
+pub(crate) mod listen;
 pub mod mux;
-pub mod tls;
+pub(crate) mod tls;
 pub mod validity;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,4 +18,4 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-pub type BoxIo = Box<dyn Io>;
+pub(crate) type BoxIo = Box<dyn Io>;

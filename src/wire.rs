@@ -9,10 +9,11 @@ mod chunks;
 
 use bytes::Bytes;
 
-pub use chunks::{Builder, Chunks, Source, KEEP_RECEIVED, KEEP_UNTOUCHED};
+pub use chunks::Chunks;
+pub(crate) use chunks::{Builder, Source};
 
 /// Nesting depth beyond which a message is refused (protobuf's own default limit is 100).
-pub const MAX_DEPTH: usize = 100;
+pub(crate) const MAX_DEPTH: usize = 100;
 
 /// Largest nesting of groups skipped inside unknown fields.
 const MAX_GROUP_DEPTH: usize = 64;
@@ -59,22 +60,22 @@ pub enum WireError {
 
 /// One field occurrence. Offsets are absolute within the buffer the iterator was created on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
-    pub number: u32,
-    pub wire_type: WireType,
+pub(crate) struct Field {
+    pub(crate) number: u32,
+    pub(crate) wire_type: WireType,
     /// Start of the tag.
-    pub start: usize,
+    pub(crate) start: usize,
     /// Start of the length prefix (`Len` fields), else the value.
-    pub len_start: usize,
+    pub(crate) len_start: usize,
     /// Start of the value (after tag and length prefix).
-    pub value_start: usize,
+    pub(crate) value_start: usize,
     /// End of the value.
-    pub end: usize,
+    pub(crate) end: usize,
 }
 
 /// Reads a varint at `pos`; returns the value and the position after it.
 #[inline]
-pub fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), WireError> {
+pub(crate) fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), WireError> {
     // Tags and most lengths fit one byte: the common case without a loop.
     if let Some(&byte) = buf.get(pos) {
         if byte < 0x80 {
@@ -98,12 +99,12 @@ fn read_varint_slow(buf: &[u8], pos: usize) -> Result<(u64, usize), WireError> {
     Err(WireError::LongVarint(pos))
 }
 
-pub fn varint_len(value: u64) -> usize {
+pub(crate) fn varint_len(value: u64) -> usize {
     // 1 byte per 7 bits, at least one.
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-pub fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
+pub(crate) fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -113,7 +114,7 @@ pub fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
 
 /// Iterator over the fields of the message in `buf[start..end]`, of a contiguous buffer or of
 /// [`Chunks`].
-pub struct Fields<'a, S: Source + ?Sized = [u8]> {
+pub(crate) struct Fields<'a, S: Source + ?Sized = [u8]> {
     buf: &'a S,
     pos: usize,
     end: usize,
@@ -121,14 +122,14 @@ pub struct Fields<'a, S: Source + ?Sized = [u8]> {
 }
 
 impl<'a> Fields<'a> {
-    pub fn new(buf: &'a [u8], start: usize, end: usize) -> Self {
+    pub(crate) fn new(buf: &'a [u8], start: usize, end: usize) -> Self {
         Fields::over(buf, start, end)
     }
 }
 
 impl<'a, S: Source + ?Sized> Fields<'a, S> {
     /// The fields of `buf[start..end]`, for any [`Source`].
-    pub fn over(buf: &'a S, start: usize, end: usize) -> Self {
+    pub(crate) fn over(buf: &'a S, start: usize, end: usize) -> Self {
         Self {
             buf,
             pos: start,
@@ -249,16 +250,16 @@ fn skip_group<S: Source + ?Sized>(
 
 /// Replace `original[start..end]` with `bytes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Splice {
-    pub start: usize,
-    pub end: usize,
-    pub bytes: Vec<u8>,
+pub(crate) struct Splice {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Splice {
     /// A length-delimited value replaced whole: new length prefix plus new content, covering the
     /// field's old length prefix and value.
-    pub fn len_value(field: &Field, content: &[u8]) -> Splice {
+    pub(crate) fn len_value(field: &Field, content: &[u8]) -> Splice {
         let mut bytes = Vec::with_capacity(varint_len(content.len() as u64) + content.len());
         encode_varint(content.len() as u64, &mut bytes);
         bytes.extend_from_slice(content);
@@ -271,7 +272,7 @@ impl Splice {
 
     /// Only the length prefix of a length-delimited field whose content grew or shrank by `delta`
     /// (the content's own splices are recorded separately).
-    pub fn len_prefix(field: &Field, delta: isize) -> Splice {
+    pub(crate) fn len_prefix(field: &Field, delta: isize) -> Splice {
         let old_len = (field.end - field.value_start) as isize;
         let mut bytes = Vec::with_capacity(10);
         encode_varint((old_len + delta) as u64, &mut bytes);
@@ -284,7 +285,7 @@ impl Splice {
 
     /// The whole field (tag, length and value) removed: how a denied element of a repeated field
     /// leaves a message.
-    pub fn remove(field: &Field) -> Splice {
+    pub(crate) fn remove(field: &Field) -> Splice {
         Splice {
             start: field.start,
             end: field.end,
@@ -293,14 +294,18 @@ impl Splice {
     }
 
     /// Size change this splice makes.
-    pub fn delta(&self) -> isize {
+    pub(crate) fn delta(&self) -> isize {
         self.bytes.len() as isize - (self.end - self.start) as isize
     }
 }
 
 /// Sets every top-level occurrence of length-delimited field `number` of `body` to `value`; the same
 /// `Bytes` when there is none or it already holds `value`.
-pub fn replace_top_level(body: &Chunks, number: u32, value: &[u8]) -> Result<Chunks, WireError> {
+pub(crate) fn replace_top_level(
+    body: &Chunks,
+    number: u32,
+    value: &[u8],
+) -> Result<Chunks, WireError> {
     let mut splices = Vec::new();
     for field in Fields::over(body, 0, body.len()) {
         let field = field?;
@@ -315,7 +320,7 @@ pub fn replace_top_level(body: &Chunks, number: u32, value: &[u8]) -> Result<Chu
 }
 
 /// Applies non-overlapping splices (in any order) to `original` in one copy.
-pub fn apply(original: &[u8], mut splices: Vec<Splice>) -> Vec<u8> {
+pub(crate) fn apply(original: &[u8], mut splices: Vec<Splice>) -> Vec<u8> {
     splices.sort_by_key(|s| s.start);
     let delta: isize = splices.iter().map(Splice::delta).sum();
     let mut out = Vec::with_capacity((original.len() as isize + delta).max(0) as usize);
@@ -330,7 +335,7 @@ pub fn apply(original: &[u8], mut splices: Vec<Splice>) -> Vec<u8> {
 }
 
 /// Applies splices to a `Bytes`; with none, returns the same `Bytes` (no copy).
-pub fn apply_bytes(original: &Bytes, splices: Vec<Splice>) -> Bytes {
+pub(crate) fn apply_bytes(original: &Bytes, splices: Vec<Splice>) -> Bytes {
     if splices.is_empty() {
         return original.clone();
     }

@@ -25,7 +25,7 @@ use crate::metrics::DenialLabel;
 
 /// How the names in a message relate to the local cluster's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameSide {
+pub(crate) enum NameSide {
     /// The message comes from (or was written by) the local cluster.
     Local,
     /// The message comes from the remote cluster: its names are translated to local ones first.
@@ -45,14 +45,14 @@ pub enum AccessError {
 
 /// The namespaces a cluster connection lets through, and how to see names as local names.
 #[derive(Debug, Clone, Default)]
-pub struct NamespacePolicy {
+pub(crate) struct NamespacePolicy {
     allowed: HashSet<String>,
     remote_to_local: HashMap<String, String>,
 }
 
 impl NamespacePolicy {
     /// `allowed` in local names; `translate` the link's local → remote namespace mapping.
-    pub fn new(allowed: &[String], translate: &BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(allowed: &[String], translate: &BTreeMap<String, String>) -> Self {
         Self {
             allowed: allowed.iter().cloned().collect(),
             remote_to_local: translate
@@ -62,7 +62,7 @@ impl NamespacePolicy {
         }
     }
 
-    pub fn local_name<'a>(&'a self, name: &'a str, side: NameSide) -> &'a str {
+    pub(crate) fn local_name<'a>(&'a self, name: &'a str, side: NameSide) -> &'a str {
         match side {
             NameSide::Local => name,
             NameSide::Remote => self
@@ -73,14 +73,14 @@ impl NamespacePolicy {
         }
     }
 
-    pub fn allows(&self, name: &str, side: NameSide) -> bool {
+    pub(crate) fn allows(&self, name: &str, side: NameSide) -> bool {
         self.allowed.contains(self.local_name(name, side))
     }
 }
 
 /// What was denied: the `kind` label of `strait_acl_denials_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenialKind {
+pub(crate) enum DenialKind {
     Method,
     Namespace,
     Element(ElementKind),
@@ -99,7 +99,7 @@ impl From<DenialKind> for DenialLabel {
 
 /// Namespace enforcement for one listener context of a cluster connection.
 pub struct NamespaceAcl {
-    pub listener: Arc<str>,
+    pub(crate) listener: Arc<str>,
     policy: NamespacePolicy,
     resolver: Arc<NamespaceResolver>,
     scope: Arc<ScopePlan>,
@@ -108,7 +108,7 @@ pub struct NamespaceAcl {
 }
 
 impl NamespaceAcl {
-    pub fn new(
+    pub(crate) fn new(
         listener: Arc<str>,
         policy: NamespacePolicy,
         resolver: Arc<NamespaceResolver>,
@@ -130,7 +130,7 @@ impl NamespaceAcl {
     }
 
     /// Checks a request's `temporal-namespace` header.
-    pub fn check_header(&self, name: &str) -> Result<(), AccessError> {
+    pub(crate) fn check_header(&self, name: &str) -> Result<(), AccessError> {
         if name.is_empty() || self.policy.allows(name, self.request_names) {
             return Ok(());
         }
@@ -152,7 +152,7 @@ impl NamespaceAcl {
     }
 
     /// The scope-plan ids of a method's request and response types, where they name namespaces.
-    pub fn method_scope(&self, path: &str) -> Option<MethodScope> {
+    pub(crate) fn method_scope(&self, path: &str) -> Option<MethodScope> {
         self.scope.method(path)
     }
 
@@ -189,7 +189,7 @@ impl NamespaceAcl {
 impl NamespaceAcl {
     /// Checks a request message (of scope type `id`, uncompressed): every namespace it names must
     /// be allowed.
-    pub async fn check_request(&self, id: u32, body: &[u8]) -> Result<(), AccessError> {
+    pub(crate) async fn check_request(&self, id: u32, body: &[u8]) -> Result<(), AccessError> {
         let refs = self.scope.references(id, body)?;
         if let Err(err) = self.judge(&refs, self.request_names).await {
             if matches!(err, AccessError::Denied { .. }) {
@@ -202,7 +202,7 @@ impl NamespaceAcl {
 
     /// Filters a response message (of scope type `id`, uncompressed): the elements of namespaces
     /// not allowed are dropped; the same `Bytes` when none is.
-    pub async fn filter_response(&self, id: u32, body: Bytes) -> Result<Bytes, AccessError> {
+    pub(crate) async fn filter_response(&self, id: u32, body: Bytes) -> Result<Bytes, AccessError> {
         let elements = self.scope.elements(id, &body)?;
         let mut removed = HashSet::new();
         for element in &elements {

@@ -49,7 +49,7 @@ struct Cached {
     at: Instant,
 }
 
-pub struct NamespaceResolver {
+pub(crate) struct NamespaceResolver {
     client: Client,
     request_type: MessageDescriptor,
     response_type: MessageDescriptor,
@@ -58,7 +58,7 @@ pub struct NamespaceResolver {
 }
 
 impl NamespaceResolver {
-    pub fn new(
+    pub(crate) fn new(
         upstream: Arc<UpstreamPool>,
         pool: &DescriptorPool,
         timeout: Duration,
@@ -84,7 +84,7 @@ impl NamespaceResolver {
     }
 
     /// The local cluster's name for namespace `id`; `None` when it knows no such namespace.
-    pub async fn name_of(&self, id: &str) -> Result<Option<String>, ResolveError> {
+    pub(crate) async fn name_of(&self, id: &str) -> Result<Option<String>, ResolveError> {
         if let Some(cached) = self.cache().get(id) {
             let ttl = if cached.name.is_some() {
                 KNOWN_TTL

@@ -52,7 +52,7 @@ pub enum ElementKind {
 /// Element types of repeated response fields that are judged one by one: a denied element is
 /// dropped and the rest of the message goes on (a replication stream keeps flowing for the allowed
 /// namespaces; its watermarks move past the dropped tasks, so they are never re-sent).
-pub const FILTERED_ELEMENTS: &[(&str, ElementKind)] = &[
+pub(crate) const FILTERED_ELEMENTS: &[(&str, ElementKind)] = &[
     (
         "temporal.server.api.replication.v1.ReplicationTask",
         ElementKind::ReplicationTask,
@@ -110,9 +110,9 @@ impl Table {
 
 /// The message types to read for a call: its request (references) and its response (elements).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MethodScope {
-    pub request: Option<u32>,
-    pub response: Option<u32>,
+pub(crate) struct MethodScope {
+    pub(crate) request: Option<u32>,
+    pub(crate) response: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -123,7 +123,7 @@ pub struct ScopePlan {
 }
 
 /// Whether a string field identifies a namespace by ID.
-pub fn is_namespace_id(message: &MessageDescriptor, field: &FieldDescriptor) -> bool {
+pub(crate) fn is_namespace_id(message: &MessageDescriptor, field: &FieldDescriptor) -> bool {
     let name = field.name();
     matches!(field.kind(), Kind::String)
         && !message.full_name().starts_with("google.protobuf.")
@@ -269,16 +269,18 @@ impl ScopePlan {
 
     /// What to read for a `:path`; `None` for a method the descriptor set does not know (it names
     /// no namespace that Strait could see, so only the method policy applies to it).
-    pub fn method(&self, path: &str) -> Option<MethodScope> {
+    pub(crate) fn method(&self, path: &str) -> Option<MethodScope> {
         self.methods.get(path).copied()
     }
 
     /// The id of a message type in the references table (requests).
+    #[cfg(feature = "internals")]
     pub fn request_type(&self, full_name: &str) -> Option<u32> {
         self.references.by_name.get(full_name).copied()
     }
 
     /// The id of a message type in the elements table (responses).
+    #[cfg(feature = "internals")]
     pub fn response_type(&self, full_name: &str) -> Option<u32> {
         self.elements.by_name.get(full_name).copied()
     }

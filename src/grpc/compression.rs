@@ -19,7 +19,7 @@ pub enum Encoding {
 
 impl Encoding {
     /// From a `grpc-encoding` header value (absent = identity).
-    pub fn from_header(value: Option<&http::HeaderValue>) -> Encoding {
+    pub(crate) fn from_header(value: Option<&http::HeaderValue>) -> Encoding {
         match value.and_then(|v| v.to_str().ok()) {
             None | Some("identity") => Encoding::Identity,
             Some("gzip") => Encoding::Gzip,

@@ -5,13 +5,13 @@
 
 use bytes::{Buf, Bytes};
 
-pub const PREFIX_LEN: usize = 5;
+pub(crate) const PREFIX_LEN: usize = 5;
 
 /// The 5-byte prefix of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageHeader {
     /// Flag 1: the message is compressed with the call's `grpc-encoding`.
-    pub compressed: bool,
+    pub(crate) compressed: bool,
     pub len: u32,
 }
 
@@ -142,7 +142,7 @@ impl FrameDecoder {
     }
 
     /// True between messages (nothing of a next message seen yet).
-    pub fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         matches!(self.state, State::Prefix { filled: 0, .. })
     }
 
@@ -190,7 +190,7 @@ impl FrameDecoder {
 }
 
 /// Frames one message: prefix then body.
-pub fn encode_message(compressed: bool, body: &[u8]) -> Result<Bytes, FrameError> {
+pub(crate) fn encode_message(compressed: bool, body: &[u8]) -> Result<Bytes, FrameError> {
     let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
         len: u32::MAX,
         limit: u32::MAX,

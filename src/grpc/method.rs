@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Re-exported: the labeler's answer is the metrics module's label type.
-pub use crate::metrics::MethodLabels;
+pub(crate) use crate::metrics::MethodLabels;
 
 /// Standard gRPC services clients and tools call on a Temporal frontend, which a Temporal
 /// descriptor set does not define (their methods, from grpc-proto).
@@ -28,7 +28,7 @@ const STANDARD_SERVICES: &[(&str, &[&str])] = &[
 pub(crate) const OTHER: &str = "other";
 
 /// Splits `/package.Service/Method`.
-pub fn split_path(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
     if service.is_empty() || method.is_empty() || method.contains('/') {
@@ -145,7 +145,7 @@ impl MethodLabeler {
             }))
     }
 
-    pub fn labels(&self, path: &str) -> MethodLabels {
+    pub(crate) fn labels(&self, path: &str) -> MethodLabels {
         let other = || MethodLabels {
             service: Arc::clone(&self.other),
             method: Arc::clone(&self.other),

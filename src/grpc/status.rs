@@ -35,7 +35,7 @@ impl From<Code> for crate::metrics::CodeLabel {
 }
 
 impl Code {
-    pub const ALL: [Code; 17] = [
+    pub(crate) const ALL: [Code; 17] = [
         Code::Ok,
         Code::Cancelled,
         Code::Unknown,
@@ -55,7 +55,7 @@ impl Code {
         Code::Unauthenticated,
     ];
 
-    pub fn from_i32(value: i32) -> Code {
+    pub(crate) fn from_i32(value: i32) -> Code {
         usize::try_from(value)
             .ok()
             .and_then(|i| Self::ALL.get(i).copied())
@@ -63,7 +63,7 @@ impl Code {
     }
 
     /// Reads `grpc-status` from trailers (or trailers-only headers).
-    pub fn from_headers(headers: &HeaderMap) -> Option<Code> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Code> {
         let value = headers.get("grpc-status")?.to_str().ok()?;
         Some(
             value
@@ -74,7 +74,7 @@ impl Code {
     }
 
     /// The canonical upper-case name, used as a metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Code::Ok => "OK",
             Code::Cancelled => "CANCELLED",
@@ -103,13 +103,13 @@ impl Code {
 
 /// A status the proxy itself produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub code: Code,
-    pub message: String,
+pub(crate) struct Status {
+    pub(crate) code: Code,
+    pub(crate) message: String,
 }
 
 impl Status {
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -117,7 +117,7 @@ impl Status {
     }
 
     /// `grpc-status` and `grpc-message` as trailers.
-    pub fn to_trailers(&self) -> HeaderMap {
+    pub(crate) fn to_trailers(&self) -> HeaderMap {
         let mut trailers = HeaderMap::with_capacity(2);
         self.write(&mut trailers);
         trailers
@@ -131,7 +131,7 @@ impl Status {
     }
 
     /// A trailers-only response: HTTP 200, gRPC content type and the status, to send with END_STREAM.
-    pub fn to_trailers_only_response(&self) -> Response<()> {
+    pub(crate) fn to_trailers_only_response(&self) -> Response<()> {
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
@@ -145,7 +145,7 @@ impl Status {
 }
 
 /// Percent-encodes a `grpc-message` per the gRPC HTTP/2 spec: printable ASCII except `%` stays.
-pub fn percent_encode(message: &str) -> String {
+pub(crate) fn percent_encode(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for byte in message.bytes() {
         if (0x20..=0x7e).contains(&byte) && byte != b'%' {
@@ -158,7 +158,7 @@ pub fn percent_encode(message: &str) -> String {
 }
 
 /// Decodes a percent-encoded `grpc-message`; a `%` not followed by two hex digits stays as it is.
-pub fn percent_decode(raw: &[u8]) -> String {
+pub(crate) fn percent_decode(raw: &[u8]) -> String {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 /// Parses a `grpc-timeout` value; `None` when it is malformed (then the call has no deadline of its own).
-pub fn parse(value: &HeaderValue) -> Option<Duration> {
+pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?;
     if text.len() < 2 || text.len() > 9 {
         return None;
@@ -28,7 +28,7 @@ pub fn parse(value: &HeaderValue) -> Option<Duration> {
 
 /// Encodes a `grpc-timeout` value: whole milliseconds (at least 1), or coarser units when the
 /// amount would not fit the 8 digits allowed. Never shorter than `timeout` but for sub-ms rounding.
-pub fn encode(timeout: Duration) -> HeaderValue {
+pub(crate) fn encode(timeout: Duration) -> HeaderValue {
     const MAX: u128 = 99_999_999;
     let millis = timeout.as_millis().max(1);
     let (amount, unit) = if millis <= MAX {

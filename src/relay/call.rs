@@ -167,7 +167,7 @@ fn refuse_non_grpc(client: &mut ClientResponse, is_grpc: bool, head: bool) -> Co
 /// Relays one call to the listener's upstream, until it ends or `abort` fires (the shutdown grace
 /// period is over): then the upstream call is cancelled and the client gets UNAVAILABLE.
 /// `gather_budget` is its connection's.
-pub async fn relay_call(
+pub(crate) async fn relay_call(
     ctx: Arc<ListenerContext>,
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,

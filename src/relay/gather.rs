@@ -15,7 +15,7 @@ use crate::metrics::GatherMetrics;
 
 /// Bytes that may be held at once by the messages charged to it.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     limit: u64,
     used: AtomicU64,
     /// The config key that sets `limit`, for error messages.
@@ -23,7 +23,7 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn new(limit: u64, key: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn new(limit: u64, key: impl Into<Arc<str>>) -> Self {
         Self {
             limit,
             used: AtomicU64::new(0),
@@ -53,7 +53,7 @@ impl Budget {
 
 /// Why a message could not be gathered. Both become RESOURCE_EXHAUSTED; the message names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GatherError {
+pub(crate) enum GatherError {
     #[error(
         "a {len}-byte message must be held whole to be edited, and that is over the limit of \
          {limit} bytes for such messages ({key})"
@@ -73,7 +73,7 @@ pub enum GatherError {
 
 /// Which budget refused (the `reason` label of `strait_gather_refusals_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Connection,
     Process,
 }
@@ -88,7 +88,7 @@ impl std::fmt::Display for Scope {
 }
 
 /// What one direction of one call gathers against: the limit on one message and both budgets.
-pub struct Gather {
+pub(crate) struct Gather {
     pub(crate) max_message: u32,
     pub(crate) max_message_key: Arc<str>,
     pub(crate) connection: Arc<Budget>,

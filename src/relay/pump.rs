@@ -20,7 +20,7 @@ use crate::wire::{Builder, Chunks};
 
 /// Why a pump stopped early. `Src*` concern the stream read from, `Dst*` the one written to.
 #[derive(Debug)]
-pub enum PumpError {
+pub(crate) enum PumpError {
     /// Reading failed (the peer reset the stream, or its connection failed).
     Src(h2::Error),
     /// Writing failed (connection gone).
@@ -41,32 +41,32 @@ tokio::task_local! {
     /// How long `send_all` waits for flow-control window: the listener's `send_stall_timeout`, set
     /// by the server around each call's task. A task-local keeps it off the per-chunk signatures;
     /// where it is not set, the wait is unbounded.
-    pub static SEND_STALL_TIMEOUT: Duration;
+    pub(crate) static SEND_STALL_TIMEOUT: Duration;
 }
 
 /// A direction whose messages some stage reads: each is gathered whole, charged to the gather
 /// budgets while held, and passed through the pipeline.
-pub struct Edits {
-    pub flow: Flow,
+pub(crate) struct Edits {
+    pub(crate) flow: Flow,
     /// What the messages are charged to while they are held whole.
-    pub gather: Gather,
+    pub(crate) gather: Gather,
 }
 
 /// Per-direction byte and message counters.
-pub struct Counters<'a> {
-    pub bytes: &'a Counter,
-    pub messages: &'a Counter,
+pub(crate) struct Counters<'a> {
+    pub(crate) bytes: &'a Counter,
+    pub(crate) messages: &'a Counter,
 }
 
 /// How a body ended: with trailers, or with END_STREAM on data.
-pub enum BodyEnd {
+pub(crate) enum BodyEnd {
     Trailers(HeaderMap),
     EndOfStream,
 }
 
 /// Relays `src`'s body to `dst`, message-framed, until `src` ends. Trailers are returned, not sent, so
 /// the caller can inspect them; without trailers END_STREAM has already been sent on `dst`.
-pub async fn pump_body(
+pub(crate) async fn pump_body(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
     decoder: &mut FrameDecoder,
@@ -293,7 +293,7 @@ fn frame_into(out: &mut Vec<Bytes>, compressed: bool, body: Chunks) -> Result<()
 
 /// Sends `chunk` as the peer's flow-control window allows, never buffering beyond it; with `end`, the
 /// last part carries END_STREAM.
-pub async fn send_all(
+pub(crate) async fn send_all(
     dst: &mut SendStream<Bytes>,
     mut chunk: Bytes,
     end: bool,

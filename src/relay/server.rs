@@ -36,15 +36,15 @@ pub(crate) const ABORT_FLUSH: Duration = Duration::from_secs(2);
 
 /// Signals that drive a connection's lifecycle.
 #[derive(Clone)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     /// Stop accepting; GOAWAY every connection; let calls drain.
-    pub drain: CancellationToken,
+    pub(crate) drain: CancellationToken,
     /// Drain time is over: every call left ends with UNAVAILABLE, then the connection closes.
-    pub abort: CancellationToken,
+    pub(crate) abort: CancellationToken,
 }
 
 /// Accepts connections until `lifecycle.drain` fires.
-pub async fn serve_listener(
+pub(crate) async fn serve_listener(
     listener: Listener,
     ctx: Arc<ListenerContext>,
     lifecycle: Lifecycle,
@@ -114,7 +114,7 @@ impl Activity {
 
 /// Serves every byte stream arriving on `inbound` (e.g. streams a peer opens on a mux session) as a
 /// client connection of `ctx`, until `lifecycle.drain` fires or the channel closes.
-pub async fn serve_streams(
+pub(crate) async fn serve_streams(
     mut inbound: tokio::sync::mpsc::Receiver<BoxIo>,
     ctx: Arc<ListenerContext>,
     lifecycle: Lifecycle,
@@ -142,7 +142,7 @@ pub async fn serve_streams(
 }
 
 /// Serves one established client connection (TCP, TLS or a mux stream) over HTTP/2.
-pub async fn serve_connection(
+pub(crate) async fn serve_connection(
     io: BoxIo,
     ctx: Arc<ListenerContext>,
     lifecycle: Lifecycle,

@@ -174,7 +174,7 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// Creates the pool and starts one dialing task per connection slot on `tracker`; they stop when
     /// `stop` is cancelled.
-    pub fn start(
+    pub(crate) fn start(
         config: &UpstreamConfig,
         stop: CancellationToken,
         tracker: &TaskTracker,
@@ -253,35 +253,35 @@ impl UpstreamPool {
         Ok(pool)
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         &self.address
     }
 
-    pub fn scheme(&self) -> &Scheme {
+    pub(crate) fn scheme(&self) -> &Scheme {
         &self.scheme
     }
 
-    pub fn authority(&self) -> &Authority {
+    pub(crate) fn authority(&self) -> &Authority {
         &self.authority
     }
 
-    pub fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 
     /// Connections up now.
-    pub fn connected(&self) -> usize {
+    pub(crate) fn connected(&self) -> usize {
         self.slots
             .iter()
             .filter(|s| matches!(s.get(), SlotState::Ready(..)))
             .count()
     }
 
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.slots.len()
     }
 
@@ -298,7 +298,7 @@ impl UpstreamPool {
     }
 
     /// Why no connection is up: the most recent dial or connection error of a slot.
-    pub fn last_error(&self) -> String {
+    pub(crate) fn last_error(&self) -> String {
         self.slots
             .iter()
             .find_map(|s| match s.get() {

@@ -27,13 +27,13 @@ const CANCEL: u32 = 0x8;
 const GOAWAY_CAPTURE: usize = 8 + 32;
 
 /// Shared between a connection's driver (which records accepted streams) and its byte stream.
-pub struct ConnWatch {
+pub(crate) struct ConnWatch {
     accepted: AtomicU32,
     violations: ViolationCounters,
 }
 
 impl ConnWatch {
-    pub fn new(violations: ViolationCounters) -> Arc<Self> {
+    pub(crate) fn new(violations: ViolationCounters) -> Arc<Self> {
         Arc::new(Self {
             accepted: AtomicU32::new(0),
             violations,
@@ -41,20 +41,20 @@ impl ConnWatch {
     }
 
     /// Records a stream the application accepted (client stream ids only grow).
-    pub fn accepted(&self, stream: h2::StreamId) {
+    pub(crate) fn accepted(&self, stream: h2::StreamId) {
         self.accepted.fetch_max(u32::from(stream), Ordering::AcqRel);
     }
 }
 
 /// A client connection's byte stream with its outbound frames watched.
-pub struct Watched<T> {
+pub(crate) struct Watched<T> {
     inner: T,
     scanner: Scanner,
     watch: Arc<ConnWatch>,
 }
 
 impl<T> Watched<T> {
-    pub fn new(inner: T, watch: Arc<ConnWatch>) -> Self {
+    pub(crate) fn new(inner: T, watch: Arc<ConnWatch>) -> Self {
         Self {
             inner,
             scanner: Scanner::default(),

@@ -23,12 +23,17 @@ use std::collections::HashMap;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 
 /// Re-exported: a plan's [`Action`]s carry it.
-pub use crate::classify::TextKind;
+pub(crate) use crate::classify::TextKind;
 use crate::classify::{child_message, classify_string, map_field_of};
 
+crate::internal! {
 pub const DATA_BLOB: &str = "temporal.api.common.v1.DataBlob";
+}
+crate::internal! {
 pub const HISTORY: &str = "temporal.api.history.v1.History";
+}
 
+crate::internal! {
 /// DataBlob fields (by field name) that hold a serialized `History` (a batch of history events).
 pub const HISTORY_BLOB_FIELDS: &[&str] = &[
     "events",
@@ -40,6 +45,7 @@ pub const HISTORY_BLOB_FIELDS: &[&str] = &[
     "raw_history",
     "history_batch",
 ];
+}
 
 /// Element types of repeated fields that are dropped from responses when the namespace they
 /// describe is hidden from the listener's clients (`ListNamespaces` entries).
@@ -48,7 +54,7 @@ pub(crate) const HIDING_ELEMENTS: &[&str] =
 
 /// Fields that mention a namespace or search attribute and are deliberately not edited.
 /// (message full name or `*` for any, field name, reason)
-pub const LEFT_ALONE: &[(&str, &str, &str)] = &[
+pub(crate) const LEFT_ALONE: &[(&str, &str, &str)] = &[
     (
         "*",
         "*namespace_id",
@@ -166,13 +172,16 @@ impl Targets {
         }
     }
 
-    pub fn any(self) -> bool {
+    pub(crate) fn any(self) -> bool {
         self.namespaces || self.search_attributes || self.utf8
     }
 }
 
+crate::internal! {
 pub type MsgId = u32;
+}
 
+crate::internal! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Text(TextKind),
@@ -186,16 +195,20 @@ pub enum Action {
     /// A `DataBlob` whose proto3 data is a `History` (the id is History's plan).
     HistoryBlob(MsgId),
 }
+}
 
+crate::internal! {
 /// The targeted fields of one message type, by field number.
 #[derive(Debug, Clone, Default)]
 pub struct MessagePlan {
-    pub name: String,
+    pub(crate) name: String,
     by_number: Vec<Option<Action>>,
     sparse: Vec<(u32, Action)>,
 }
+}
 
 impl MessagePlan {
+    crate::internal! {
     #[inline]
     pub fn action(&self, number: u32) -> Option<Action> {
         match self.by_number.get(number as usize) {
@@ -207,9 +220,6 @@ impl MessagePlan {
                 .map(|i| self.sparse[i].1),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.sparse.is_empty() && self.by_number.iter().all(Option::is_none)
     }
 
     fn set(&mut self, number: u32, action: Action) {
@@ -229,9 +239,9 @@ impl MessagePlan {
 
 /// Plans for a method's request and response; `None` when that side has nothing to edit.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MethodPlan {
-    pub request: Option<MsgId>,
-    pub response: Option<MsgId>,
+pub(crate) struct MethodPlan {
+    pub(crate) request: Option<MsgId>,
+    pub(crate) response: Option<MsgId>,
 }
 
 #[derive(Debug, Default)]
@@ -243,8 +253,10 @@ pub struct Plan {
 }
 
 impl Plan {
+    crate::internal! {
     pub fn message(&self, id: MsgId) -> &MessagePlan {
         &self.messages[id as usize]
+    }
     }
 
     pub fn message_id(&self, full_name: &str) -> Option<MsgId> {
@@ -252,12 +264,8 @@ impl Plan {
     }
 
     /// The plan for a `:path` such as `/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution`.
-    pub fn method(&self, path: &str) -> Option<MethodPlan> {
+    pub(crate) fn method(&self, path: &str) -> Option<MethodPlan> {
         self.methods.get(path).copied()
-    }
-
-    pub fn methods(&self) -> impl Iterator<Item = (&str, &MethodPlan)> {
-        self.methods.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Compiles the plan for every service method in `pool`.

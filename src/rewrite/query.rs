@@ -42,7 +42,7 @@
 //! round trip is byte-exact when, for each mapped pair, both names can be bare or neither can.
 
 /// Longest query translated; Temporal's own limits on request sizes are far below this.
-pub const MAX_QUERY_LEN: usize = 1 << 20;
+pub(crate) const MAX_QUERY_LEN: usize = 1 << 20;
 
 /// Why a query could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +80,7 @@ pub enum Lookup<'m> {
 ///
 /// `names` is asked about each bare or backquoted identifier (qualified names joined with `.`),
 /// never about literals, comments or reserved keywords; a name it maps to itself is left alone.
+#[cfg(any(test, feature = "internals"))]
 pub fn translate_query<'m>(
     query: &str,
     names: &dyn Fn(&str) -> Option<&'m str>,

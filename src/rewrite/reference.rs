@@ -29,7 +29,7 @@ pub fn edit_bytes(
 }
 
 /// Edits a decoded message in place with the walker's classification rules.
-pub fn edit(
+pub(crate) fn edit(
     message: &mut DynamicMessage,
     targets: Targets,
     editor: &dyn TextEditor,

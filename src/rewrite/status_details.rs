@@ -17,7 +17,7 @@ const ANY_VALUE: u32 = 2;
 
 /// Translates names in the status headers of a response's trailers (or trailers-only headers).
 /// Anything that cannot be parsed is left as it is: an error report is never made worse.
-pub fn translate_status(
+pub(crate) fn translate_status(
     headers: &mut HeaderMap,
     rewriter: &Rewriter,
     client_namespace: Option<&str>,
@@ -126,7 +126,10 @@ fn edit_any(
 
 /// Replaces whole words of `text` that `names` maps. A word is a run of letters, digits, `-`, `_`
 /// and `.` (the characters of Temporal namespace names), so `orders` never matches inside `orders-eu`.
-pub fn replace_names<'m>(text: &str, names: &dyn Fn(&str) -> Option<&'m str>) -> Option<String> {
+pub(crate) fn replace_names<'m>(
+    text: &str,
+    names: &dyn Fn(&str) -> Option<&'m str>,
+) -> Option<String> {
     let is_word = |c: char| c.is_alphanumeric() || c == '-' || c == '_' || c == '.';
     let mut out = String::new();
     let mut last = 0;

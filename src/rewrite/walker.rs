@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::plan::{Action, MsgId, Plan, TextKind};
-pub use crate::wire::MAX_DEPTH;
+pub(crate) use crate::wire::MAX_DEPTH;
 use crate::wire::{self, Chunks, Field, Fields, Source, Splice, WireError, WireType};
 
 /// `temporal.api.enums.v1.EncodingType.ENCODING_TYPE_PROTO3`.
@@ -58,12 +58,12 @@ pub enum Unknown {
 pub struct EditStats {
     pub namespaces: u64,
     pub search_attributes: u64,
-    pub queries: u64,
-    pub utf8_repairs: u64,
+    pub(crate) queries: u64,
+    pub(crate) utf8_repairs: u64,
 }
 
 impl EditStats {
-    pub fn add(&mut self, other: &EditStats) {
+    pub(crate) fn add(&mut self, other: &EditStats) {
         self.namespaces += other.namespaces;
         self.search_attributes += other.search_attributes;
         self.queries += other.queries;
@@ -106,6 +106,7 @@ pub fn edit_message(
     Ok(wire::apply_bytes(body, splices))
 }
 
+crate::internal! {
 /// Edits `body`, a message of type `message` held in pieces, without copying them together: the
 /// result shares every large untouched run with `body`, and is `body` itself when nothing changes.
 pub fn edit_chunks(
@@ -117,6 +118,7 @@ pub fn edit_chunks(
 ) -> Result<Chunks, EditError> {
     let splices = walk(plan, message, body, editor, stats)?;
     Ok(body.spliced(splices))
+}
 }
 
 /// The splices that edit `buf`, a message of type `message`.
@@ -141,7 +143,7 @@ fn walk<S: Source + ?Sized>(
 
 /// The first value of a top-level namespace field of `body`, if any (the call's namespace when the
 /// request names it only in its body).
-pub fn top_level_namespace<S: Source + ?Sized>(
+pub(crate) fn top_level_namespace<S: Source + ?Sized>(
     plan: &Plan,
     message: MsgId,
     body: &S,

@@ -38,7 +38,7 @@ const READ_AHEAD_BYTES: usize = 64 * 1024;
 const BULK_READ_BYTES: usize = 16 * 1024;
 
 /// A byte stream with deferred, batched writes and large reads while data is bulk.
-pub struct Coalescing<T> {
+pub(crate) struct Coalescing<T> {
     inner: T,
     /// Bytes accepted but not yet written: `write_buf[written..]`.
     write_buf: Vec<u8>,
@@ -52,7 +52,7 @@ pub struct Coalescing<T> {
 }
 
 impl<T> Coalescing<T> {
-    pub fn new(inner: T) -> Self {
+    pub(crate) fn new(inner: T) -> Self {
         Self {
             inner,
             write_buf: Vec::new(),

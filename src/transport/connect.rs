@@ -12,16 +12,16 @@ use super::BoxIo;
 
 /// Where and how to dial: this module's own settings (the config converts into them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectSettings {
+pub(crate) struct ConnectSettings {
     /// `host:port` to dial.
-    pub address: String,
-    pub connect_timeout: Duration,
-    pub tls: Option<ClientTls>,
+    pub(crate) address: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) tls: Option<ClientTls>,
 }
 
 impl ConnectSettings {
     /// The TLS server name: `tls.server_name`, else the host of `address`.
-    pub fn server_name(&self) -> Result<ServerName<'static>, String> {
+    pub(crate) fn server_name(&self) -> Result<ServerName<'static>, String> {
         let name = match self.tls.as_ref().and_then(|t| t.server_name.clone()) {
             Some(name) => name,
             None => split_host_port(&self.address)?.0,
@@ -59,7 +59,7 @@ const MAX_LABEL_LEN: usize = 63;
 /// address (`[::1]:7233`) or a DNS name; the port is 1-65535 in decimal. Anything else (a scheme, a
 /// path, spaces, an unbracketed IPv6 address) is refused here, so that `strait check` refuses what
 /// the dialer could not use.
-pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
+pub(crate) fn split_host_port(address: &str) -> Result<(String, u16), String> {
     let invalid = |why: &str| {
         Err(format!(
             "{address:?} is not host:port ({why}; e.g. \"127.0.0.1:7233\", \"[::1]:7233\" or \"temporal.example.com:7233\")"
@@ -124,12 +124,12 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(settings: &ConnectSettings) -> Result<Self, ConnectError> {
+    pub(crate) fn new(settings: &ConnectSettings) -> Result<Self, ConnectError> {
         Self::with_alpn(settings, b"h2")
     }
 
     /// A connector whose TLS handshake must negotiate `alpn` (e.g. the mux protocol).
-    pub fn with_alpn(
+    pub(crate) fn with_alpn(
         settings: &ConnectSettings,
         alpn: &'static [u8],
     ) -> Result<Self, ConnectError> {
@@ -156,15 +156,15 @@ impl Connector {
         })
     }
 
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         &self.address
     }
 
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
 
-    pub async fn connect(&self) -> Result<BoxIo, ConnectError> {
+    pub(crate) async fn connect(&self) -> Result<BoxIo, ConnectError> {
         let address = self.address.clone();
         let timeout = self.timeout;
         match tokio::time::timeout(timeout, self.connect_inner()).await {

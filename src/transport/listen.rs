@@ -22,7 +22,7 @@ pub enum ListenError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("TLS handshake timed out after {0:?}")]
     Timeout(Duration),
     #[error("TLS handshake: {0}")]
@@ -34,7 +34,7 @@ pub enum HandshakeError {
 }
 
 /// A bound listener, plain or TLS.
-pub struct Listener {
+pub(crate) struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
     alpn: &'static [u8],
@@ -42,12 +42,15 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub async fn bind(address: &str, tls_config: Option<&ServerTls>) -> Result<Self, ListenError> {
+    pub(crate) async fn bind(
+        address: &str,
+        tls_config: Option<&ServerTls>,
+    ) -> Result<Self, ListenError> {
         Self::bind_with_alpn(address, tls_config, b"h2").await
     }
 
     /// A listener whose TLS handshake must negotiate `alpn` (e.g. the mux protocol).
-    pub async fn bind_with_alpn(
+    pub(crate) async fn bind_with_alpn(
         address: &str,
         tls_config: Option<&ServerTls>,
         alpn: &'static [u8],
@@ -78,11 +81,11 @@ impl Listener {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
 
-    pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+    pub(crate) async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.tcp.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok((stream, peer))
@@ -90,7 +93,7 @@ impl Listener {
 
     /// The acceptor used to finish a connection (TLS handshake), run on the connection's own task so
     /// that a slow handshake never holds up the accept loop.
-    pub fn handshaker(&self) -> Handshaker {
+    pub(crate) fn handshaker(&self) -> Handshaker {
         Handshaker {
             tls: self.tls.clone(),
             alpn: self.alpn,
@@ -100,18 +103,14 @@ impl Listener {
 }
 
 #[derive(Clone)]
-pub struct Handshaker {
+pub(crate) struct Handshaker {
     tls: Option<TlsAcceptor>,
     alpn: &'static [u8],
     allowed: std::sync::Arc<Vec<ServerName<'static>>>,
 }
 
 impl Handshaker {
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    pub async fn handshake(
+    pub(crate) async fn handshake(
         &self,
         stream: TcpStream,
         timeout: Duration,

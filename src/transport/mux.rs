@@ -30,14 +30,14 @@ use super::BoxIo;
 use crate::telemetry::warn_limited;
 
 /// ALPN of mux links, so that a mux port never mistakes an HTTP/2 client for a peer (or vice versa).
-pub const ALPN: &[u8] = b"strait-mux/1";
+pub(crate) const ALPN: &[u8] = b"strait-mux/1";
 /// Outbound-open requests waiting for a session's driver.
 const OPEN_BACKLOG: usize = 64;
 /// The most streams one session carries at once (each is one HTTP/2 connection, not one call).
 const MAX_STREAMS: usize = 512;
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum MuxError {
+pub(crate) enum MuxError {
     #[error("no mux session is up")]
     NoSession,
     #[error("mux session closed: {0}")]
@@ -64,21 +64,21 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
     }
 
     /// Resolves when the session has ended.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.closed.cancelled().await;
     }
 
     /// Opens an outbound stream.
-    pub async fn open(&self, timeout: Duration) -> Result<BoxIo, MuxError> {
+    pub(crate) async fn open(&self, timeout: Duration) -> Result<BoxIo, MuxError> {
         let (reply, answer) = oneshot::channel();
         self.open
             .try_send(reply)
@@ -204,7 +204,7 @@ impl SessionSet {
     }
 
     /// A set whose sessions are counted in the mux metrics of `link`.
-    pub fn for_link(link: &str) -> Arc<Self> {
+    pub(crate) fn for_link(link: &str) -> Arc<Self> {
         Arc::new(Self {
             metrics: Some(crate::metrics::mux_sessions(link)),
             ..Self::default()
@@ -239,17 +239,17 @@ impl SessionSet {
     }
 
     /// Live sessions now.
-    pub fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         self.lock().iter().filter(|s| !s.is_closed()).count()
     }
 
     /// How many sessions have been added so far (for [`added_since`](Self::added_since)).
-    pub fn added(&self) -> u64 {
+    pub(crate) fn added(&self) -> u64 {
         self.added.load(Ordering::Acquire)
     }
 
     /// Resolves once a session has been added after `seen` sessions were (at once if one has).
-    pub async fn added_since(&self, seen: u64) {
+    pub(crate) async fn added_since(&self, seen: u64) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -262,7 +262,7 @@ impl SessionSet {
     }
 
     /// Opens a stream on a live session, round-robin, waiting up to `timeout` for one to exist.
-    pub async fn open(&self, timeout: Duration) -> Result<BoxIo, MuxError> {
+    pub(crate) async fn open(&self, timeout: Duration) -> Result<BoxIo, MuxError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();

@@ -12,25 +12,25 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// TLS on the accepting side: a certificate and key (PEM files), and optionally who may connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct ServerTls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// Client certificates are required and verified against this CA.
-    pub client_ca: Option<PathBuf>,
+    pub(crate) client_ca: Option<PathBuf>,
     /// With `client_ca`: the client certificate must also name one of these (DNS names or IP
     /// addresses in its subjectAltName). Empty = any certificate the CA signed.
-    pub allowed_sans: Vec<String>,
+    pub(crate) allowed_sans: Vec<String>,
 }
 
 /// TLS on the dialing side. Without `ca` the system's trust store is used.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientTls {
-    pub ca: Option<PathBuf>,
+pub(crate) struct ClientTls {
+    pub(crate) ca: Option<PathBuf>,
     /// A client certificate and its key, given together or not at all.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// SNI and certificate name to expect; `None` = the host the connection dials.
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 /// A TLS setting that cannot be used; `key()` names the setting it came from.
@@ -71,7 +71,7 @@ pub enum TlsError {
 impl TlsError {
     /// The setting (a field of [`ServerTls`] or [`ClientTls`], as in the config below `tls.`) this
     /// error concerns.
-    pub fn key(&self) -> &'static str {
+    pub(crate) fn key(&self) -> &'static str {
         match self {
             TlsError::Read { field, .. }
             | TlsError::NoCertificate { field, .. }
@@ -97,7 +97,7 @@ fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-pub fn load_certs(
+pub(crate) fn load_certs(
     field: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -118,7 +118,10 @@ pub fn load_certs(
     Ok(certs)
 }
 
-pub fn load_key(field: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_key(
+    field: &'static str,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(field, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|err| TlsError::Pem {
         field,
@@ -140,7 +143,7 @@ fn root_store(field: &'static str, path: &Path) -> Result<RootCertStore, TlsErro
 }
 
 /// The subject names a client certificate must match one of (`allowed_sans`).
-pub fn allowed_names(config: &ServerTls) -> Result<Vec<ServerName<'static>>, TlsError> {
+pub(crate) fn allowed_names(config: &ServerTls) -> Result<Vec<ServerName<'static>>, TlsError> {
     config
         .allowed_sans
         .iter()
@@ -155,7 +158,7 @@ pub fn allowed_names(config: &ServerTls) -> Result<Vec<ServerName<'static>>, Tls
 }
 
 /// True when the end-entity certificate names one of `allowed` in its subjectAltName.
-pub fn names_any(certificate: &CertificateDer<'_>, allowed: &[ServerName<'static>]) -> bool {
+pub(crate) fn names_any(certificate: &CertificateDer<'_>, allowed: &[ServerName<'static>]) -> bool {
     let Ok(certificate) = webpki::EndEntityCert::try_from(certificate) else {
         return false;
     };
@@ -165,7 +168,7 @@ pub fn names_any(certificate: &CertificateDer<'_>, allowed: &[ServerName<'static
 }
 
 /// Server side of a listener: ALPN `h2`; with `client_ca`, a verified client certificate is required.
-pub fn server_config(config: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(config: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
     if !config.allowed_sans.is_empty() && config.client_ca.is_none() {
         return Err(TlsError::Verifier(
             "allowed_sans needs client_ca".to_owned(),
@@ -195,7 +198,7 @@ pub fn server_config(config: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> 
 }
 
 /// Client side towards an upstream: ALPN `h2`, roots from `ca` or the system store.
-pub fn client_config(config: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
+pub(crate) fn client_config(config: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = match &config.ca {
         Some(ca) => root_store("ca", ca)?,
         None => {

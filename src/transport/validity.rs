@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A certificate expiring within this many days is warned about.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 30;
 
 const SEQUENCE: u8 = 0x30;
 const INTEGER: u8 = 0x02;
@@ -21,13 +21,16 @@ const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 const SECONDS_PER_DAY: i64 = 86_400;
 
+crate::internal! {
 /// A certificate's validity period, in seconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validity {
     pub not_before: i64,
     pub not_after: i64,
 }
+}
 
+crate::internal! {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidityError {
     #[error("truncated or malformed DER at {0}")]
@@ -39,6 +42,7 @@ pub enum ValidityError {
     },
     #[error("invalid time in {0}")]
     Time(&'static str),
+}
 }
 
 /// Reads DER TLVs off a byte slice.
@@ -98,6 +102,7 @@ impl<'a> Reader<'a> {
     }
 }
 
+crate::internal! {
 /// The validity of a DER-encoded certificate.
 pub fn validity(der: &[u8]) -> Result<Validity, ValidityError> {
     let certificate = Reader { data: der }.expect(SEQUENCE, "SEQUENCE", "Certificate")?;
@@ -121,7 +126,9 @@ pub fn validity(der: &[u8]) -> Result<Validity, ValidityError> {
         not_after,
     })
 }
+}
 
+crate::internal! {
 /// Seconds since the Unix epoch of a DER UTCTime (`tag` 0x17) or GeneralizedTime (0x18) in the
 /// forms RFC 5280 allows; `None` for anything else.
 pub fn parse_time(tag: u8, bytes: &[u8]) -> Option<i64> {
@@ -157,6 +164,7 @@ pub fn parse_time(tag: u8, bytes: &[u8]) -> Option<i64> {
         return None;
     }
     Some(days_from_civil(year, month, day) * SECONDS_PER_DAY + hour * 3600 + minute * 60 + second)
+}
 }
 
 fn is_leap(year: i64) -> bool {
@@ -196,6 +204,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
+crate::internal! {
 /// `2001-01-01 00:00:00 UTC`.
 pub fn utc(seconds: i64) -> String {
     let (year, month, day) = civil_from_days(seconds.div_euclid(SECONDS_PER_DAY));
@@ -207,6 +216,7 @@ pub fn utc(seconds: i64) -> String {
         s % 60
     )
 }
+}
 
 /// Seconds since the Unix epoch now.
 pub fn now() -> i64 {
@@ -217,7 +227,7 @@ pub fn now() -> i64 {
 
 /// The problem with a validity at `now`, if any: expired, not yet valid, or expiring within
 /// [`EXPIRY_WARNING_DAYS`].
-pub fn problem(validity: Validity, now: i64) -> Option<String> {
+pub(crate) fn problem(validity: Validity, now: i64) -> Option<String> {
     if now < validity.not_before {
         Some(format!(
             "not valid before {} (notBefore); peers will refuse it until then; it expires {} (notAfter)",
@@ -252,7 +262,7 @@ pub fn expiry(path: &Path) -> Result<String, String> {
 /// Warnings for certificate files, each with the key it was given under (the config key that names
 /// the file), for every certificate that is not valid at `now` or expires within
 /// [`EXPIRY_WARNING_DAYS`]. Every certificate of a file (the chain) is checked.
-pub fn warnings(files: &[(String, &Path)], now: i64) -> Vec<(String, String)> {
+pub(crate) fn warnings(files: &[(String, &Path)], now: i64) -> Vec<(String, String)> {
     let mut warnings = Vec::new();
     for (key, path) in files {
         // An unreadable file is a config error that validate() reports; nothing to add here.

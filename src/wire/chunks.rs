@@ -17,19 +17,15 @@ use super::{Splice, WireError};
 /// held message pins at most 4× the bytes it was charged, even for a peer that interleaves streams to
 /// make it so, and 1× for one sending whole frames; and a peer sending tiny DATA frames costs no
 /// `Bytes` (nor, later, a DATA frame) per frame.
-pub const KEEP_RECEIVED: usize = 16 * 1024 - 64;
+pub(crate) const KEEP_RECEIVED: usize = 16 * 1024 - 64;
 
 /// When an edited message is rebuilt ([`Chunks::spliced`]), untouched runs of at least this many
 /// bytes are slices of the original pieces (which are held already); shorter ones are copied.
-pub const KEEP_UNTOUCHED: usize = 4096;
+pub(crate) const KEEP_UNTOUCHED: usize = 4096;
 
 /// What the wire reader reads from: one contiguous buffer, or [`Chunks`].
-pub trait Source {
+pub(crate) trait Source {
     fn len(&self) -> usize;
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 
     /// The varint at `pos`, which must end before `end`; its value and the position after it.
     fn varint(&self, pos: usize, end: usize) -> Result<(u64, usize), WireError>;
@@ -110,19 +106,15 @@ impl Chunks {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match &self.0 {
             Repr::One(bytes) => bytes.len(),
             Repr::Many(many) => many.ends.last().copied().unwrap_or(0),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The pieces, in order.
-    pub fn pieces(&self) -> &[Bytes] {
+    pub(crate) fn pieces(&self) -> &[Bytes] {
         match &self.0 {
             Repr::One(bytes) => std::slice::from_ref(bytes),
             Repr::Many(many) => &many.pieces,
@@ -130,7 +122,7 @@ impl Chunks {
     }
 
     /// Whether `other` is this very message (a clone of it, not an equal copy).
-    pub fn same_as(&self, other: &Chunks) -> bool {
+    pub(crate) fn same_as(&self, other: &Chunks) -> bool {
         match (&self.0, &other.0) {
             (Repr::One(a), Repr::One(b)) => a.as_ptr() == b.as_ptr() && a.len() == b.len(),
             (Repr::Many(a), Repr::Many(b)) => Arc::ptr_eq(a, b),
@@ -169,7 +161,7 @@ impl Chunks {
     /// The message with `splices` (non-overlapping, any order) applied: untouched runs of at least
     /// [`KEEP_UNTOUCHED`] bytes are slices of the pieces, everything else is copied into new pieces.
     /// With no splice, this same message.
-    pub fn spliced(&self, mut splices: Vec<Splice>) -> Chunks {
+    pub(crate) fn spliced(&self, mut splices: Vec<Splice>) -> Chunks {
         if splices.is_empty() {
             return self.clone();
         }
@@ -252,7 +244,7 @@ impl Source for Chunks {
 /// Collects a message's pieces: large ones kept as they are, small ones copied together, so a
 /// message costs at most about two pieces per `keep` bytes.
 #[derive(Debug)]
-pub struct Builder {
+pub(crate) struct Builder {
     pieces: Pieces,
     small: BytesMut,
     keep: usize,
@@ -272,12 +264,12 @@ impl Builder {
     }
 
     /// For a message of `declared` bytes as it is received (see [`KEEP_RECEIVED`]).
-    pub fn gathering(declared: usize) -> Builder {
+    pub(crate) fn gathering(declared: usize) -> Builder {
         Builder::new(KEEP_RECEIVED, declared)
     }
 
     /// Adds the next piece of the message.
-    pub fn push(&mut self, bytes: Bytes) {
+    pub(crate) fn push(&mut self, bytes: Bytes) {
         if bytes.len() >= self.keep {
             self.flush();
             self.pieces.push(bytes);
@@ -287,7 +279,7 @@ impl Builder {
     }
 
     /// Adds bytes that must be copied anyway.
-    pub fn extend(&mut self, bytes: &[u8]) {
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
         if self.small.capacity() - self.small.len() < bytes.len() {
             // Room for one piece's worth at a time (no doubling), within the declared length.
             let room = self.keep.min(self.declared.saturating_sub(self.len()));
@@ -306,16 +298,12 @@ impl Builder {
     }
 
     /// Bytes collected so far.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.pieces.ends.last().copied().unwrap_or(0) + self.small.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The message: one piece without the list when it is one.
-    pub fn finish(mut self) -> Chunks {
+    pub(crate) fn finish(mut self) -> Chunks {
         self.flush();
         if self.pieces.pieces.len() <= 1 {
             return Chunks(Repr::One(self.pieces.pieces.pop().unwrap_or_default()));
