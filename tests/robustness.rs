@@ -734,12 +734,14 @@ async fn a_stalled_client_gets_a_status_and_quiet_calls_outlive_the_stall_timeou
     assert_eq!(fx.resets("Flood", 1).await, vec![Reason::CANCEL]);
 
     // A long poll sends nothing while it waits: however long past the stall timeout, it is fine.
+    // The flood's start is drained first: draining after the long poll is sent could swallow the
+    // long poll's own start too (it did, once in CI).
+    fx.started();
     let client = connect(fx.addr).await;
     let poll = tokio::spawn({
         let client = client.clone();
         async move { unary(&client, grpc_request("/test.Echo/Gate"), b"long poll").await }
     });
-    fx.started();
     assert_eq!(fx.backend.next_started().await, "Gate");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!poll.is_finished());
